@@ -1,0 +1,50 @@
+# Meshless. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+CACHE ?= $(CURDIR)/.cache
+CNI_BIN_DIR := $(CACHE)/cni/bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.Version=$(VERSION)
+# Reference CNI plugins, at the version pinned in go.mod.
+CNI_PLUGINS := main/bridge main/loopback ipam/host-local
+# Test packages run one at a time: root tests share iptables' lock and
+# kernel state, and the machines have two cores.
+TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
+
+.PHONY: all help build deps cni-plugins test unit clean
+
+all: build
+
+help:
+	@echo "make build        bin/meshless-cni, bin/meshlessd, bin/meshlessctl"
+	@echo "make test         install what tests need, then run every test (root for the netns tests)"
+	@echo "make unit         only the tests that need no root"
+	@echo "make cni-plugins  the reference CNI plugins into $(CNI_BIN_DIR)"
+
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshless-cni ./plugin/cmd/meshless-cni
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessd ./daemon/cmd/meshlessd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessctl ./daemon/cmd/meshlessctl
+
+# OS packages the root tests use (iptables-nft and -legacy, nft, ip).
+deps:
+	@tests/install-deps.sh
+
+cni-plugins:
+	@mkdir -p $(CNI_BIN_DIR)
+	@for p in $(CNI_PLUGINS); do \
+	  CGO_ENABLED=0 $(GO) build -o $(CNI_BIN_DIR)/$$(basename $$p) github.com/containernetworking/plugins/plugins/$$p || exit 1; \
+	done
+	@echo "reference CNI plugins ($$($(GO) list -m -f '{{.Version}}' github.com/containernetworking/plugins)) in $(CNI_BIN_DIR)"
+
+test: deps build cni-plugins
+	MESHLESS_BIN_DIR=$(CURDIR)/$(BIN) MESHLESS_CNI_BIN_DIR=$(CNI_BIN_DIR) \
+	  tests/run-go-tests.sh $(TEST_FLAGS) ./...
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,162 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/meshless/meshless/daemon/cniapi"
+)
+
+// Ports the backends always exempt from redirection, in both directions: the
+// daemon's own tunnel and admin ports. Redirecting them would loop the
+// daemon's traffic back into itself.
+var alwaysExcludedPorts = []uint16{cniapi.TunnelPort, cniapi.AdminPort}
+
+// DefaultSpec returns a Spec with the daemon's ports and skip mark and both
+// families off; callers set IPv4/IPv6 from the pod's addresses and add the
+// exclusions.
+func DefaultSpec() Spec {
+	return Spec{
+		OutboundPort: cniapi.OutboundPort,
+		InboundPort:  cniapi.InboundPort,
+		Mark:         cniapi.SkipMark,
+		MarkMask:     cniapi.SkipMarkMask,
+	}
+}
+
+// Normalize returns a copy of s with zero ports and mark filled in from
+// DefaultSpec, exclusions sorted and deduplicated (so generated rules are
+// deterministic and re-applying is a no-op), prefixes masked to their network
+// address, and ports that the backends always exclude (tunnel, admin)
+// dropped from the lists. It validates the result; see Validate.
+//
+// Excluded CIDRs of a family that s does not program are kept; the rule
+// generators ignore them for that family. They are not an error because the
+// exclusion lists are cluster-wide configuration while the families are per
+// pod.
+func (s Spec) Normalize() (Spec, error) {
+	d := DefaultSpec()
+	if s.OutboundPort == 0 {
+		s.OutboundPort = d.OutboundPort
+	}
+	if s.InboundPort == 0 {
+		s.InboundPort = d.InboundPort
+	}
+	if s.Mark == 0 && s.MarkMask == 0 {
+		s.Mark, s.MarkMask = d.Mark, d.MarkMask
+	}
+	var err error
+	if s.ExcludeInboundPorts, err = normPorts(s.ExcludeInboundPorts); err != nil {
+		return s, fmt.Errorf("exclude inbound ports: %w", err)
+	}
+	if s.ExcludeOutboundPorts, err = normPorts(s.ExcludeOutboundPorts); err != nil {
+		return s, fmt.Errorf("exclude outbound ports: %w", err)
+	}
+	if s.ExcludeOutboundCIDRs, err = normPrefixes(s.ExcludeOutboundCIDRs); err != nil {
+		return s, fmt.Errorf("exclude outbound cidrs: %w", err)
+	}
+	return s, s.Validate()
+}
+
+// Validate reports whether s can be programmed as is. It expects a
+// normalised spec (ports and mark set); Normalize calls it.
+func (s Spec) Validate() error {
+	switch {
+	case !s.IPv4 && !s.IPv6:
+		return errors.New("no address family enabled (ipv4 and ipv6 both off)")
+	case s.OutboundPort == 0 || s.InboundPort == 0:
+		return errors.New("outbound and inbound ports must be set")
+	case s.OutboundPort == s.InboundPort:
+		return fmt.Errorf("outbound and inbound port are both %d", s.OutboundPort)
+	case s.MarkMask == 0:
+		return errors.New("mark mask is zero: every packet would skip redirection")
+	case s.Mark&^s.MarkMask != 0:
+		return fmt.Errorf("mark %#x has bits outside mask %#x", s.Mark, s.MarkMask)
+	}
+	// Redirecting to an excluded port would still work, but excluding the
+	// redirect target itself means the daemon's listener would be reached
+	// directly by packets that carry that port; that is only a mistake.
+	for _, p := range alwaysExcludedPorts {
+		if p == s.OutboundPort || p == s.InboundPort {
+			return fmt.Errorf("redirect port %d is reserved (tunnel/admin)", p)
+		}
+	}
+	for _, l := range [][]uint16{s.ExcludeInboundPorts, s.ExcludeOutboundPorts} {
+		if slices.Contains(l, 0) {
+			return errors.New("excluded port 0 is invalid")
+		}
+	}
+	for _, p := range s.ExcludeOutboundCIDRs {
+		if !p.IsValid() {
+			return errors.New("invalid excluded cidr")
+		}
+	}
+	return nil
+}
+
+// normPorts sorts and deduplicates ports and drops the always excluded ones.
+func normPorts(in []uint16) ([]uint16, error) {
+	out := make([]uint16, 0, len(in))
+	for _, p := range in {
+		if p == 0 {
+			return nil, errors.New("port 0 is invalid")
+		}
+		if !slices.Contains(alwaysExcludedPorts, p) {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// normPrefixes masks, sorts (IPv4 first) and deduplicates prefixes. An
+// IPv4-mapped IPv6 prefix (::ffff:a.b.c.d/n) is rewritten as the IPv4 prefix
+// it means: packets of an IPv4 socket never carry the mapped form, so as an
+// IPv6 rule it would never match and the exclusion would silently fail.
+func normPrefixes(in []netip.Prefix) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(in))
+	for _, p := range in {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("invalid prefix %q", p)
+		}
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return nil, fmt.Errorf("ipv4-mapped prefix %s is shorter than /96", p)
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(out), nil
+}
+
+// cidrsOf returns the prefixes of one family (v6 false: IPv4).
+func cidrsOf(ps []netip.Prefix, v6 bool) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is6() == v6 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// families lists the families s programs, IPv4 first.
+func (s Spec) families() []bool {
+	var out []bool
+	if s.IPv4 {
+		out = append(out, false)
+	}
+	if s.IPv6 {
+		out = append(out, true)
+	}
+	return out
+}

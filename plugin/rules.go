@@ -1,0 +1,60 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/plugin/redirect"
+)
+
+// selectBackend returns the rule backend for mode. It runs in the host
+// netns, where auto detection looks at what the host already uses.
+func selectBackend(mode redirect.Mode) (redirect.Backend, error) {
+	b, err := redirect.New(mode)
+	if err != nil {
+		return nil, fmt.Errorf("redirect backend: %w", err)
+	}
+	return b, nil
+}
+
+// specFor is the rule spec for a registered pod.
+func specFor(p *cniapi.Pod) redirect.Spec {
+	s := redirect.DefaultSpec()
+	for _, ip := range p.IPs {
+		if ip.Is4() {
+			s.IPv4 = true
+		} else {
+			s.IPv6 = true
+		}
+	}
+	s.ExcludeInboundPorts = p.Exclusions.InboundPorts
+	s.ExcludeOutboundPorts = p.Exclusions.OutboundPorts
+	s.ExcludeOutboundCIDRs = p.Exclusions.OutboundCIDRs
+	return s
+}
+
+// removeRules deletes the pod's rules. A netns that is already gone has no
+// rules left to remove, which is success.
+func removeRules(mode redirect.Mode, netnsPath string) error {
+	netns, err := ns.GetNS(netnsPath)
+	if err != nil {
+		var nx ns.NSPathNotExistErr
+		var nn ns.NSPathNotNSErr
+		if errors.As(err, &nx) || errors.As(err, &nn) {
+			return nil
+		}
+		return fmt.Errorf("open pod netns: %w", err)
+	}
+	defer netns.Close()
+	b, err := selectBackend(mode)
+	if err != nil {
+		return err
+	}
+	if err := netns.Do(func(ns.NetNS) error { return b.Remove() }); err != nil {
+		return fmt.Errorf("remove redirection rules: %w", err)
+	}
+	return nil
+}
