@@ -52,6 +52,20 @@ const (
 	SkipMarkMask uint32 = 0xffff
 )
 
+// TransparentMark is the socket mark of the daemon's connections that bind
+// a foreign source address (IP_TRANSPARENT) inside a pod netns: the client
+// pod's IP, so the server app sees who really called. It includes SkipMark
+// in its low 16 bits, so the redirection rules skip it too. Bit 16 selects
+// the return routing in the pod netns: the app's replies to that foreign
+// address belong to the daemon's socket on this host, so connections marked
+// this way have their replies routed to the local table instead of out of
+// the pod's interface.
+const (
+	TransparentMark     uint32 = 0x10000 | SkipMark
+	TransparentMarkBit  uint32 = 0x10000
+	TransparentRouteTab        = 0x4d4c // routing table for those replies
+)
+
 // Attachment names one CNI attachment: the container ID and interface name
 // the runtime uses in ADD, DEL, CHECK and GC.
 type Attachment struct {

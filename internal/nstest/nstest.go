@@ -7,11 +7,14 @@
 package nstest
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips t, saying why, when the test does not run as root. CI
@@ -24,7 +27,8 @@ func RequireRoot(t testing.TB) {
 }
 
 // New makes a new, empty network namespace (bind-mounted under
-// /run/netns/cni-<random>) and removes it when t ends. Loopback is brought
+// /run/netns/cnitest-<random>) and removes it when t ends, or earlier by
+// Remove. Loopback is brought
 // up, as a container runtime does.
 func New(t testing.TB) ns.NetNS {
 	t.Helper()
@@ -35,12 +39,27 @@ func New(t testing.TB) ns.NetNS {
 	}
 	t.Cleanup(func() {
 		n.Close()
-		if err := testutils.UnmountNS(n); err != nil {
-			t.Errorf("remove netns %s: %v", n.Path(), err)
+		if err := Remove(n); err != nil {
+			t.Errorf("remove netns: %v", err)
 		}
 	})
 	if err := n.Do(func(ns.NetNS) error { return linkUp("lo") }); err != nil {
 		t.Fatalf("bring up lo in %s: %v", n.Path(), err)
 	}
 	return n
+}
+
+// Remove deletes n's bind mount, as a runtime does when a pod goes away.
+// The unmount is lazy (MNT_DETACH, as containerd does) so that a daemon
+// still holding the netns open does not make it fail; the namespace dies
+// with its last handle. Removing twice is fine.
+func Remove(n ns.NetNS) error {
+	err := unix.Unmount(n.Path(), unix.MNT_DETACH)
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: %w", n.Path(), err)
+	}
+	if err := os.Remove(n.Path()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", n.Path(), err)
+	}
+	return nil
 }

@@ -38,8 +38,8 @@ func TestChainLifecycle(t *testing.T) {
 				if !hasMeshlessRules(after) {
 					t.Fatalf("no meshless rules in pod netns after ADD:\n%s", after)
 				}
-				if mode == "nftables" && !strings.Contains(after, "table inet meshless") {
-					t.Errorf("redirect=nftables but no nftables table:\n%s", after)
+				if mode == "nftables" && !strings.Contains(after, "nft: meta l4proto tcp redirect to :15001") {
+					t.Errorf("redirect=nftables but no nftables rule:\n%s", after)
 				}
 				if mode == "iptables" && !strings.Contains(after, "MESHLESS_OUTPUT") {
 					t.Errorf("redirect=iptables but no iptables chain:\n%s", after)
@@ -47,8 +47,8 @@ func TestChainLifecycle(t *testing.T) {
 				if !l.registered(client) || !l.registered(server) {
 					t.Fatalf("pods not registered with the daemon")
 				}
-				if err := connectInside(t, client.Netns, "127.0.0.1:15001"); err != nil {
-					t.Fatalf("daemon's outbound listener not open in pod: %v", err)
+				if ls := listening(t, client.Netns); !strings.Contains(ls, "127.0.0.1:15001") || !strings.Contains(ls, ":15006") {
+					t.Fatalf("daemon's listeners not open in the pod netns:\n%s", ls)
 				}
 
 				// An unmodified TCP exchange between the pods still works;

@@ -1,0 +1,46 @@
+package admin
+
+import (
+	"errors"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/meshless/meshless/daemon/metrics"
+)
+
+func TestRoutes(t *testing.T) {
+	m := metrics.New()
+	m.Connections.WithLabelValues(metrics.Outbound, metrics.PathPassthrough).Inc()
+	tests := []struct {
+		name     string
+		ready    error
+		path     string
+		wantCode int
+		want     string
+	}{
+		{"healthz while restoring", errors.New("restoring state"), "/healthz", 200, "ok"},
+		{"readyz ready", nil, "/readyz", 200, "ready"},
+		{"readyz restoring", errors.New("restoring state"), "/readyz", 503, "restoring state"},
+		{"metrics", nil, "/metrics", 200, `meshless_connections_total{direction="outbound",path="passthrough"} 1`},
+		{"metrics race zero", nil, "/metrics", 200, `meshless_race_total{result="lost"} 0`},
+		{"metrics pods", nil, "/metrics", 200, "meshless_pods 0"},
+		{"unknown", nil, "/nope", 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(NewHandler(func() error { return tt.ready }, m.Registry))
+			defer srv.Close()
+			resp, err := srv.Client().Get(srv.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantCode || !strings.Contains(string(b), tt.want) {
+				t.Errorf("GET %s = %d %.300q, want %d with %q", tt.path, resp.StatusCode, b, tt.wantCode, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshless/meshless/daemon/cniapi"
+)
+
+// runStatus prints the daemon's readiness and its registered pods. It
+// fails when the daemon cannot be reached on its socket.
+func runStatus(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	socket := fs.String("socket", cniapi.DefaultSocket, "daemon's unix socket")
+	adminAddr := fs.String("admin-addr", fmt.Sprintf("127.0.0.1:%d", cniapi.AdminPort), "daemon's admin address (empty: skip)")
+	timeout := fs.Duration("timeout", 5*time.Second, "time allowed for the daemon to answer")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+
+	c := cniapi.NewClient(*socket)
+	pods, err := c.List(ctx)
+	if errors.Is(err, cniapi.ErrUnreachable) {
+		return fmt.Errorf("daemon not reachable on %s (is meshlessd running?): %w", *socket, err)
+	}
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	ready := "ready"
+	if err := c.Ready(ctx); err != nil {
+		ready = "not ready: " + err.Error()
+	}
+	fmt.Fprintf(stdout, "daemon:  %s (socket %s)\n", ready, *socket)
+	if *adminAddr != "" {
+		fmt.Fprintf(stdout, "admin:   %s (%s)\n", adminReady(ctx, *adminAddr), *adminAddr)
+	}
+	fmt.Fprintf(stdout, "pods:    %d\n\n", len(pods))
+	if len(pods) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tCONTAINER\tIF\tIPS\tNETNS\tLISTENERS")
+	for _, p := range pods {
+		name := p.Namespace + "/" + p.Name
+		if p.Name == "" {
+			name = "-"
+		}
+		ips := make([]string, len(p.IPs))
+		for i, ip := range p.IPs {
+			ips[i] = ip.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, shortID(p.ContainerID), p.IfName,
+			strings.Join(ips, ","), p.Netns, strings.Join(p.Listeners, ","))
+	}
+	return tw.Flush()
+}
+
+// adminReady asks /readyz; the answer's first line says why when not ready.
+func adminReady(ctx context.Context, addr string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "unreachable: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return strings.TrimSpace(string(b))
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,81 @@
+// Command meshlessd is the Meshless node daemon: it serves the CNI plugin
+// on a unix socket, opens its listeners inside every registered pod's
+// netns and forwards the pods' connections.
+//
+//	meshlessd --node-name n1 --registry /etc/meshless/registry.yaml
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/meshless/meshless/daemon/app"
+	"github.com/meshless/meshless/daemon/cniapi"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if err == nil {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err = run(ctx, cfg)
+		stop()
+	}
+	if err != nil && err != flag.ErrHelp {
+		fmt.Fprintln(os.Stderr, "meshlessd:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs the daemon until ctx is cancelled (SIGTERM, SIGINT).
+func run(ctx context.Context, cfg app.Config) error {
+	return app.Run(ctx, cfg)
+}
+
+// parseFlags turns the command line into the daemon's configuration and
+// sets up logging.
+func parseFlags(args []string) (app.Config, error) {
+	host, _ := os.Hostname()
+	var (
+		cfg      app.Config
+		logLevel string
+		logJSON  bool
+	)
+	fs := flag.NewFlagSet("meshlessd", flag.ContinueOnError)
+	fs.StringVar(&cfg.NodeName, "node-name", host, "this node's name in the registry or cluster")
+	fs.StringVar(&cfg.Socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin talks to")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/meshless", "folder of persisted pod registrations")
+	fs.StringVar(&cfg.Registry, "registry", "", "YAML registry `file` (standalone discovery)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig `file` (in-cluster when neither this nor --registry)")
+	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", fmt.Sprintf(":%d", cniapi.TunnelPort), "address of the cross-node tunnel listener")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", cniapi.AdminPort), "address of /healthz, /readyz, /metrics")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close forwarded connections idle this long (0: never)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&logJSON, "log-json", false, "log JSON instead of text")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Registry != "" && cfg.Kubeconfig != "" {
+		return cfg, fmt.Errorf("--registry and --kubeconfig are exclusive")
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {
+		return cfg, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if logJSON {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	cfg.Logger = slog.New(h)
+	slog.SetDefault(cfg.Logger)
+	return cfg, nil
+}

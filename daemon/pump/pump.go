@@ -1,0 +1,160 @@
+// Package pump copies bytes both ways between two TCP connections, the way a
+// transparent proxy must: half-closes travel through (one side's FIN becomes
+// a CloseWrite on the other), and an error on either side resets both, so
+// an RST is not turned into a clean FIN.
+//
+//	res := pump.Run(ctx, client, upstream, pump.Options{IdleTimeout: time.Hour})
+//
+// Copies are io.Copy between *net.TCPConn, which Go runs with splice(2):
+// payload never enters user space. Do not wrap the connections (counting
+// readers, deadline refreshers) or that path is lost; byte counts come from
+// io.Copy's result and idleness from the kernel's TCP_INFO.
+package pump
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options tune a pump.
+type Options struct {
+	// IdleTimeout, when positive, closes both connections once neither has
+	// received data for that long.
+	IdleTimeout time.Duration
+}
+
+// Result is what a pump did.
+type Result struct {
+	// AToB and BToA are the bytes copied each way.
+	AToB, BToA int64
+	// Err is the first error of either copy, nil after clean EOFs on both
+	// sides. ErrIdle when the idle timeout closed the connections.
+	Err error
+}
+
+// ErrIdle is Result.Err when the idle timeout ended the pump.
+var ErrIdle = errors.New("idle timeout")
+
+// Run copies a to b and b to a until both directions end, then closes both
+// connections. Cancelling ctx resets both. Run owns a and b from the call on.
+func Run(ctx context.Context, a, b *net.TCPConn, o Options) Result {
+	var (
+		res      Result
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		aborted  bool
+	)
+	abort := func(err error) {
+		mu.Lock()
+		if aborted {
+			mu.Unlock()
+			return
+		}
+		aborted, firstErr = true, err
+		mu.Unlock()
+		reset(a)
+		reset(b)
+	}
+	stop := context.AfterFunc(ctx, func() { abort(ctx.Err()) })
+	var w *idleWatch
+	if o.IdleTimeout > 0 {
+		w = &idleWatch{a: a, b: b, timeout: o.IdleTimeout, abort: abort}
+		w.mu.Lock()
+		w.timer = time.AfterFunc(o.IdleTimeout, w.check)
+		w.mu.Unlock()
+	}
+	copyHalf := func(dst, src *net.TCPConn, n *int64) {
+		defer wg.Done()
+		var err error
+		*n, err = io.Copy(dst, src)
+		if err != nil {
+			abort(err)
+			return
+		}
+		// src sent FIN: pass it on and keep the other half open, so the
+		// peer can still answer (HTTP/1.0-style request, then response).
+		if err := dst.CloseWrite(); err != nil {
+			abort(err)
+		}
+	}
+	wg.Add(2)
+	go copyHalf(b, a, &res.AToB)
+	go copyHalf(a, b, &res.BToA)
+	wg.Wait()
+	stop()
+	if w != nil {
+		w.stop()
+	}
+	a.Close()
+	b.Close()
+	mu.Lock()
+	res.Err = firstErr
+	mu.Unlock()
+	return res
+}
+
+// reset closes c with SO_LINGER 0, which sends RST instead of FIN: the
+// peer learns the connection failed rather than ended.
+func reset(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+// idleWatch checks the kernel's time since the last data received on each
+// connection, so no per-read work is needed on the splice path.
+type idleWatch struct {
+	a, b    *net.TCPConn
+	timeout time.Duration
+	abort   func(error)
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+}
+
+func (w *idleWatch) check() {
+	idle := min(sinceLastRecv(w.a), sinceLastRecv(w.b))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if idle >= w.timeout {
+		w.stopped = true
+		go w.abort(ErrIdle)
+		return
+	}
+	w.timer.Reset(w.timeout - idle)
+}
+
+func (w *idleWatch) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.timer.Stop()
+	w.mu.Unlock()
+}
+
+// sinceLastRecv returns how long ago c last received data. On error (the
+// socket is closed already) it returns 0, treating c as active: the copy
+// loops notice a closed socket themselves.
+func sinceLastRecv(c *net.TCPConn) time.Duration {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var d time.Duration
+	rc.Control(func(fd uintptr) {
+		ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			d = time.Duration(ti.Last_data_recv) * time.Millisecond
+		}
+	})
+	return d
+}

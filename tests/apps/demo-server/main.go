@@ -1,0 +1,75 @@
+// Command demo-server is a small HTTP server that knows nothing of the mesh.
+// It answers every request with who it is and who called it, so a demo or
+// test can see which instance served and the client address it saw.
+//
+//	demo-server --listen :8080 --name n1/p1 [--unix /meshlet/server/web] [--delay 0]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	listen := flag.String("listen", ":8080", "TCP address to serve on (empty: none)")
+	unixPath := flag.String("unix", "", "unix socket to serve on as well")
+	name := flag.String("name", "", "instance name to report (default: hostname)")
+	delay := flag.Duration("delay", 0, "delay before each answer")
+	flag.Parse()
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *listen, *unixPath, *name, *delay); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, listen, unixPath, name string, delay time.Duration) error {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+		fmt.Fprintf(w, "instance=%s client=%s path=%s\n", name, r.RemoteAddr, r.URL.Path)
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	var lns []net.Listener
+	if listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	if unixPath != "" {
+		os.Remove(unixPath)
+		ln, err := net.Listen("unix", unixPath)
+		if err != nil {
+			return err
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		return errors.New("nothing to serve on: give --listen or --unix")
+	}
+	for _, ln := range lns {
+		go func(ln net.Listener) { errc <- srv.Serve(ln) }(ln)
+	}
+	select {
+	case <-ctx.Done():
+		return srv.Shutdown(context.Background())
+	case err := <-errc:
+		return err
+	}
+}
