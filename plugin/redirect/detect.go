@@ -118,12 +118,12 @@ func legacyTables(v6 bool) ([]string, error) {
 	return out, sc.Err()
 }
 
-// natTablePresent reports whether the nat table of a flavor and family
-// exists in the calling thread's netns, without creating it.
-func natTablePresent(f Flavor, v6 bool) (bool, error) {
+// tablePresent reports whether an iptables table (nat, mangle) of a flavor
+// and family exists in the calling thread's netns, without creating it.
+func tablePresent(f Flavor, v6 bool, table string) (bool, error) {
 	if f == FlavorLegacy {
 		names, err := legacyTables(v6)
-		return slices.Contains(names, iptTable), err
+		return slices.Contains(names, table), err
 	}
 	conn, closeNS, err := nftConn()
 	if err != nil {
@@ -142,7 +142,7 @@ func natTablePresent(f Flavor, v6 bool) (bool, error) {
 		return false, fmt.Errorf("list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == iptTable {
+		if t.Name == table {
 			return true, nil
 		}
 	}

@@ -25,12 +25,16 @@ var goldenSpecs = []struct {
 	{"v6-only", Spec{IPv6: true, ExcludeInboundPorts: []uint16{8443},
 		ExcludeOutboundCIDRs: pfx("192.168.0.0/16", "fd00::/8")}},
 	{"dual-stack", Spec{IPv4: true, IPv6: true, OutboundPort: 16001, InboundPort: 16006,
-		Mark: 0x100, MarkMask: 0xffffffff}},
+		Mark: 0x100, MarkMask: 0xff00, TransparentMark: 0x200000, TransparentTable: 100}},
 }
 
+// goldenPath names the golden file of a backend's rules, or with mode
+// "routes" of the ip rules and routes (RenderRoutes).
 func goldenPath(mode Mode, name string) string {
 	return filepath.Join("testdata", string(mode)+"-"+name+".golden")
 }
+
+const routesGolden Mode = "routes"
 
 // compareGolden compares got with a golden file, or rewrites it with -update.
 func compareGolden(t *testing.T, path, got string) {
@@ -61,5 +65,14 @@ func TestRenderGolden(t *testing.T) {
 				compareGolden(t, goldenPath(mode, g.name), got)
 			})
 		}
+	}
+	for _, g := range goldenSpecs {
+		t.Run("routes/"+g.name, func(t *testing.T) {
+			got, err := RenderRoutes(g.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareGolden(t, goldenPath(routesGolden, g.name), got)
+		})
 	}
 }

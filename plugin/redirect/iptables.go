@@ -11,20 +11,35 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// Chains of the iptables backend, in table nat of both families.
+// Chains of the iptables backend: in table nat of both families the
+// redirection, in table mangle the transparent-source mark handling.
 const (
 	iptTable   = "nat"
-	chainOut   = "MESHLESS_OUTPUT"
+	mangle     = "mangle"
+	chainOut   = "MESHLESS_OUTPUT" // in nat and in mangle
 	chainIn    = "MESHLESS_PREROUTING"
 	hookOut    = "OUTPUT"
 	hookIn     = "PREROUTING"
 	maxJumpDel = 32 // bound on deleting duplicated jumps, against a loop
 )
 
-// iptRule is one rule: its chain and its arguments exactly as
+// iptChain is one chain of ours.
+type iptChain struct{ Table, Chain string }
+
+func (c iptChain) String() string { return c.Table + "/" + c.Chain }
+
+// iptTables lists the tables we write to, in the order Render prints them,
+// and iptChains our chains, in creation order.
+var (
+	iptTables = []string{iptTable, mangle}
+	iptChains = []iptChain{{iptTable, chainOut}, {iptTable, chainIn}, {mangle, chainOut}}
+)
+
+// iptRule is one rule: its table, chain and its arguments exactly as
 // `iptables -S` prints them (e.g. "-p tcp -m tcp --dport 15008"), so that
 // Check can compare listings textually and Apply can skip a no-op.
 type iptRule struct {
+	Table string
 	Chain string
 	Args  []string
 }
@@ -33,15 +48,16 @@ func (r iptRule) String() string { return strings.Join(r.Args, " ") }
 
 // iptJumps are the rules in the built-in chains that send TCP to ours.
 var iptJumps = []iptRule{
-	{hookOut, []string{"-p", "tcp", "-j", chainOut}},
-	{hookIn, []string{"-p", "tcp", "-j", chainIn}},
+	{iptTable, hookOut, []string{"-p", "tcp", "-j", chainOut}},
+	{iptTable, hookIn, []string{"-p", "tcp", "-j", chainIn}},
+	{mangle, hookOut, []string{"-p", "tcp", "-j", chainOut}},
 }
 
 // iptRules returns the rules of our chains for one family (v6 false: IPv4)
 // of a normalised spec, in order: the pure core of the iptables backend.
 func iptRules(s Spec, v6 bool) []iptRule {
 	ret := func(chain string, args ...string) iptRule {
-		return iptRule{chain, append(args, "-j", "RETURN")}
+		return iptRule{iptTable, chain, append(args, "-j", "RETURN")}
 	}
 	mark := fmt.Sprintf("%#x/%#x", s.Mark, s.MarkMask)
 	if s.MarkMask == 0xffffffff {
@@ -72,22 +88,39 @@ func iptRules(s Spec, v6 bool) []iptRule {
 		}
 		out = append(out, ret(chainOut, "-d", p.String()))
 	}
-	out = append(out, iptRule{chainOut, []string{"-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(int(s.OutboundPort))}})
+	out = append(out, iptRule{iptTable, chainOut, []string{"-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(int(s.OutboundPort))}})
 
 	out = append(out,
 		ret(chainIn, "-i", "lo"),
 		ret(chainIn, "-m", "mark", "--mark", mark))
 	out = append(out, dports(chainIn, s.ExcludeInboundPorts)...)
-	out = append(out, iptRule{chainIn, []string{"-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(int(s.InboundPort))}})
+	out = append(out, iptRule{iptTable, chainIn, []string{"-p", "tcp", "-j", "REDIRECT", "--to-ports", strconv.Itoa(int(s.InboundPort))}})
+
+	// Transparent source (see the package doc): a packet sent with the
+	// bit saves it into its connection's mark; a packet of a connection
+	// so marked (the app's replies) gets it back, and mangle OUTPUT then
+	// routes the packet again with the new mark.
+	bit := fmt.Sprintf("%#x", s.TransparentMark)
+	masks := []string{"--nfmask", bit, "--ctmask", bit}
+	out = append(out,
+		iptRule{mangle, chainOut, append([]string{"-m", "mark", "--mark", bit + "/" + bit, "-j", "CONNMARK", "--save-mark"}, masks...)},
+		iptRule{mangle, chainOut, append([]string{"-m", "connmark", "--mark", bit + "/" + bit, "-j", "CONNMARK", "--restore-mark"}, masks...)})
 	return out
 }
 
-// renderIPT returns the iptables-save lines of one family: our chain
-// declarations, the jumps, then our chains' rules.
-func renderIPT(s Spec, v6 bool) []string {
-	lines := []string{":" + chainOut + " - [0:0]", ":" + chainIn + " - [0:0]"}
+// renderIPT returns the iptables-save lines of one family and table: our
+// chain declarations, the jumps, then our chains' rules.
+func renderIPT(s Spec, v6 bool, table string) []string {
+	var lines []string
+	for _, c := range iptChains {
+		if c.Table == table {
+			lines = append(lines, ":"+c.Chain+" - [0:0]")
+		}
+	}
 	for _, r := range append(slices.Clone(iptJumps), iptRules(s, v6)...) {
-		lines = append(lines, "-A "+r.Chain+" "+r.String())
+		if r.Table == table {
+			lines = append(lines, "-A "+r.Chain+" "+r.String())
+		}
 	}
 	return lines
 }
@@ -162,11 +195,12 @@ func famName(v6 bool) string {
 	return "iptables"
 }
 
-// Apply implements Backend. It builds our chains, fills them, and inserts
-// the jumps last, so traffic is never sent into a half-filled chain on the
-// first apply. Re-applying a different spec flushes and refills the live
-// chains: for that short moment some packets pass unredirected (fail open,
-// never a black hole). On any error it removes all of its rules.
+// Apply implements Backend. It adds the ip rules and routes, builds our
+// chains, fills them, and inserts the jumps last, so traffic is never sent
+// into a half-filled chain on the first apply. Re-applying a different spec
+// flushes and refills the live chains: for that short moment some packets
+// pass unredirected (fail open, never a black hole). On any error it
+// removes all of its rules, routes included.
 func (b *iptBackend) Apply(spec Spec) error {
 	s, err := spec.Normalize()
 	if err != nil {
@@ -176,11 +210,18 @@ func (b *iptBackend) Apply(spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
-	if b.check(s, f) == nil {
+	iptOK, routesOK := b.check(s, f) == nil, checkRoutes(s) == nil
+	if iptOK && routesOK {
 		return nil // already exact: leave the live chains alone
 	}
-	if err := b.apply(s, f); err != nil {
-		if rerr := b.remove(f); rerr != nil {
+	if !routesOK {
+		err = syncRoutes(s)
+	}
+	if err == nil && !iptOK {
+		err = b.apply(s, f)
+	}
+	if err != nil {
+		if rerr := errors.Join(b.remove(f), removeRoutes()); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", rerr))
 		}
 		return err
@@ -211,30 +252,31 @@ func (b *iptBackend) apply(s Spec, f Flavor) error {
 }
 
 func applyFamily(ipt *iptables.IPTables, s Spec, v6 bool) error {
-	for _, c := range []string{chainOut, chainIn} {
+	for _, c := range iptChains {
 		// ClearChain creates the chain, or flushes it when it exists: a
 		// rebuild, so re-applying never appends duplicates.
-		if err := ipt.ClearChain(iptTable, c); err != nil {
+		if err := ipt.ClearChain(c.Table, c.Chain); err != nil {
 			return fmt.Errorf("create chain %s: %w", c, err)
 		}
 	}
 	for _, r := range iptRules(s, v6) {
-		if err := ipt.Append(iptTable, r.Chain, r.Args...); err != nil {
-			return fmt.Errorf("append to %s %q: %w", r.Chain, r, err)
+		if err := ipt.Append(r.Table, r.Chain, r.Args...); err != nil {
+			return fmt.Errorf("append to %s/%s %q: %w", r.Table, r.Chain, r, err)
 		}
 	}
 	for _, j := range iptJumps {
-		ok, err := ipt.Exists(iptTable, j.Chain, j.Args...)
+		ok, err := ipt.Exists(j.Table, j.Chain, j.Args...)
 		if err != nil {
-			return fmt.Errorf("check jump in %s: %w", j.Chain, err)
+			return fmt.Errorf("check jump in %s/%s: %w", j.Table, j.Chain, err)
 		}
 		if ok {
 			continue
 		}
 		// Position 1: a NAT target ends the chain, so a foreign DNAT rule
-		// ahead of ours would take the connection away from the mesh.
-		if err := ipt.Insert(iptTable, j.Chain, 1, j.Args...); err != nil {
-			return fmt.Errorf("insert jump in %s: %w", j.Chain, err)
+		// ahead of ours would take the connection away from the mesh; in
+		// mangle, a foreign ACCEPT would skip the mark restore.
+		if err := ipt.Insert(j.Table, j.Chain, 1, j.Args...); err != nil {
+			return fmt.Errorf("insert jump in %s/%s: %w", j.Table, j.Chain, err)
 		}
 	}
 	return nil
@@ -250,9 +292,13 @@ func (b *iptBackend) Check(spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
-	return b.check(s, f)
+	if err := b.check(s, f); err != nil {
+		return err
+	}
+	return checkRoutes(s)
 }
 
+// check compares the iptables rules only (not the ip rules and routes).
 func (b *iptBackend) check(s Spec, f Flavor) error {
 	for _, v6 := range []bool{false, true} {
 		enabled := (v6 && s.IPv6) || (!v6 && s.IPv4)
@@ -261,19 +307,21 @@ func (b *iptBackend) check(s Spec, f Flavor) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", famName(v6), err)
 			}
-			if present {
-				return fmt.Errorf("%s: chain %s/%s present but the family is off", famName(v6), iptTable, chainOut)
+			if present != nil {
+				return fmt.Errorf("%s: chain %s present but the family is off", famName(v6), present)
 			}
 			continue
 		}
-		// Listing a missing nat table with iptables-legacy would load it:
-		// a Check must not change what detection sees later.
-		present, err := natTablePresent(f, v6)
-		if err != nil {
-			return fmt.Errorf("%s: %w", famName(v6), err)
-		}
-		if !present {
-			return fmt.Errorf("%s: table %s missing", famName(v6), iptTable)
+		// Listing a missing table with iptables-legacy would load it: a
+		// Check must not change what detection sees later.
+		for _, t := range iptTables {
+			present, err := tablePresent(f, v6, t)
+			if err != nil {
+				return fmt.Errorf("%s: %w", famName(v6), err)
+			}
+			if !present {
+				return fmt.Errorf("%s: table %s missing", famName(v6), t)
+			}
 		}
 		ipt, err := b.tool(f, v6)
 		if err != nil {
@@ -287,36 +335,37 @@ func (b *iptBackend) check(s Spec, f Flavor) error {
 }
 
 func checkFamily(ipt *iptables.IPTables, s Spec, v6 bool) error {
-	want := map[string][]string{}
+	want := map[iptChain][]string{}
 	for _, r := range iptRules(s, v6) {
-		want[r.Chain] = append(want[r.Chain], "-A "+r.Chain+" "+r.String())
+		c := iptChain{r.Table, r.Chain}
+		want[c] = append(want[c], "-A "+r.Chain+" "+r.String())
 	}
-	for _, c := range []string{chainOut, chainIn} {
-		ok, err := ipt.ChainExists(iptTable, c)
+	for _, c := range iptChains {
+		ok, err := ipt.ChainExists(c.Table, c.Chain)
 		if err != nil {
-			return fmt.Errorf("list %s/%s: %w", iptTable, c, err)
+			return fmt.Errorf("list %s: %w", c, err)
 		}
 		if !ok {
-			return fmt.Errorf("chain %s/%s missing", iptTable, c)
+			return fmt.Errorf("chain %s missing", c)
 		}
-		got, err := ipt.List(iptTable, c)
+		got, err := ipt.List(c.Table, c.Chain)
 		if err != nil {
-			return fmt.Errorf("list %s/%s: %w", iptTable, c, err)
+			return fmt.Errorf("list %s: %w", c, err)
 		}
-		if err := diffLines(got[1:], want[c], iptTable+"/"+c, "-A "+c+" "); err != nil { // got[0] is "-N chain"
+		if err := diffLines(got[1:], want[c], c.String(), "-A "+c.Chain+" "); err != nil { // got[0] is "-N chain"
 			return err
 		}
 	}
 	for _, j := range iptJumps {
-		got, err := ipt.List(iptTable, j.Chain)
+		got, err := ipt.List(j.Table, j.Chain)
 		if err != nil {
-			return fmt.Errorf("list %s/%s: %w", iptTable, j.Chain, err)
+			return fmt.Errorf("list %s/%s: %w", j.Table, j.Chain, err)
 		}
 		switch n := countLine(got, "-A "+j.Chain+" "+j.String()); {
 		case n == 0:
-			return fmt.Errorf("jump %q missing in %s/%s", j, iptTable, j.Chain)
+			return fmt.Errorf("jump %q missing in %s/%s", j, j.Table, j.Chain)
 		case n > 1:
-			return fmt.Errorf("jump %q in %s/%s %d times", j, iptTable, j.Chain, n)
+			return fmt.Errorf("jump %q in %s/%s %d times", j, j.Table, j.Chain, n)
 		}
 	}
 	return nil
@@ -352,80 +401,107 @@ func diffLines(got, want []string, where, prefix string) error {
 	return nil
 }
 
-// Remove implements Backend. Without a fixed flavor it cleans both
-// flavors, since either may hold rules from an earlier Apply.
+// Remove implements Backend: our chains and jumps, and our ip rules and
+// routes. Without a fixed flavor it cleans both flavors, since either may
+// hold rules from an earlier Apply.
 func (b *iptBackend) Remove() error {
 	if b.flavor != "" {
-		return b.remove(b.flavor)
+		return errors.Join(b.remove(b.flavor), removeRoutes())
 	}
-	return errors.Join(b.remove(FlavorLegacy), b.remove(FlavorNFT))
+	return errors.Join(b.remove(FlavorLegacy), b.remove(FlavorNFT), removeRoutes())
 }
 
 func (b *iptBackend) remove(f Flavor) error {
 	return errors.Join(b.removeFamily(f, false), b.removeFamily(f, true))
 }
 
-// ours reports whether our chains may exist for a flavor and family,
-// without running the binary when the nat table is not there. That
-// matters: merely listing nat with iptables-legacy loads the legacy nat
-// table into the netns, which would then make detection pick legacy, and a
-// netns without that table (or without the binary) has nothing of ours.
-func (b *iptBackend) ours(f Flavor, v6 bool) (bool, error) {
-	present, err := natTablePresent(f, v6)
-	if err != nil || !present {
-		return false, err
-	}
-	ipt, err := b.tool(f, v6)
-	if err != nil {
-		return false, err
-	}
-	for _, c := range []string{chainOut, chainIn} {
-		ok, err := ipt.ChainExists(iptTable, c)
-		if err != nil || ok {
-			return ok, err
+// ours returns one of our chains that exists for a flavor and family, or
+// nil, without running the binary when its table is not there. That
+// matters: merely listing a table with iptables-legacy loads it into the
+// netns, which would then make detection pick legacy, and a netns without
+// that table (or without the binary) has nothing of ours.
+func (b *iptBackend) ours(f Flavor, v6 bool) (*iptChain, error) {
+	var ipt *iptables.IPTables
+	for _, c := range iptChains {
+		present, err := tablePresent(f, v6, c.Table)
+		if err != nil {
+			return nil, err
+		}
+		if !present {
+			continue
+		}
+		if ipt == nil {
+			if ipt, err = b.tool(f, v6); err != nil {
+				return nil, err
+			}
+		}
+		ok, err := ipt.ChainExists(c.Table, c.Chain)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &c, nil
 		}
 	}
-	return false, nil
+	return nil, nil
 }
 
 func (b *iptBackend) removeFamily(f Flavor, v6 bool) error {
-	present, err := natTablePresent(f, v6)
-	if err != nil {
-		return fmt.Errorf("%s: %w", famName(v6), err)
-	}
-	if !present {
-		return nil
-	}
-	ipt, err := b.tool(f, v6)
-	if err != nil {
-		return fmt.Errorf("%s: %w", famName(v6), err)
-	}
 	var errs []error
-	for _, j := range iptJumps {
-		// Loop: a crashed older run may have left the jump twice.
-		for range maxJumpDel {
-			ok, err := ipt.Exists(iptTable, j.Chain, j.Args...)
-			if err != nil && !isNotExist(err) {
-				errs = append(errs, fmt.Errorf("check jump in %s: %w", j.Chain, err))
-			}
-			if !ok {
-				break
-			}
-			if err := ipt.Delete(iptTable, j.Chain, j.Args...); err != nil {
-				errs = append(errs, fmt.Errorf("delete jump in %s: %w", j.Chain, err))
-				break
+	var ipt *iptables.IPTables
+	for _, t := range iptTables {
+		present, err := tablePresent(f, v6, t)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !present {
+			continue
+		}
+		if ipt == nil {
+			if ipt, err = b.tool(f, v6); err != nil {
+				return fmt.Errorf("%s: %w", famName(v6), err)
 			}
 		}
-	}
-	for _, c := range []string{chainOut, chainIn} {
-		if err := ipt.ClearAndDeleteChain(iptTable, c); err != nil && !isNotExist(err) {
-			errs = append(errs, fmt.Errorf("delete chain %s: %w", c, err))
-		}
+		errs = append(errs, removeTable(ipt, t))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%s: %w", famName(v6), err)
 	}
 	return nil
+}
+
+// removeTable deletes our jumps and chains in one table.
+func removeTable(ipt *iptables.IPTables, table string) error {
+	var errs []error
+	for _, j := range iptJumps {
+		if j.Table != table {
+			continue
+		}
+		// Loop: a crashed older run may have left the jump twice.
+		for range maxJumpDel {
+			ok, err := ipt.Exists(table, j.Chain, j.Args...)
+			if err != nil && !isNotExist(err) {
+				errs = append(errs, fmt.Errorf("check jump in %s/%s: %w", table, j.Chain, err))
+			}
+			if !ok {
+				break
+			}
+			if err := ipt.Delete(table, j.Chain, j.Args...); err != nil {
+				errs = append(errs, fmt.Errorf("delete jump in %s/%s: %w", table, j.Chain, err))
+				break
+			}
+		}
+	}
+	for _, c := range iptChains {
+		if c.Table != table {
+			continue
+		}
+		if err := ipt.ClearAndDeleteChain(table, c.Chain); err != nil && !isNotExist(err) {
+			errs = append(errs, fmt.Errorf("delete chain %s: %w", c, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func isNotExist(err error) bool {

@@ -30,6 +30,7 @@ type nftRule struct {
 // nftChain is one base chain of our table.
 type nftChain struct {
 	name  string
+	typ   nftables.ChainType
 	hook  *nftables.ChainHook
 	prio  *nftables.ChainPriority
 	head  string // the chain's first line in a listing
@@ -79,12 +80,56 @@ func nftChains(s Spec) []nftChain {
 	}
 	in = append(in, redirect(s.InboundPort))
 
+	// Transparent source (see the package doc). A type route chain: when a
+	// rule changes the mark, the kernel routes the packet again after the
+	// chain, with the new mark, so the ip rule sends it to the local table.
+	tp := append([]nftRule(nil), guard...)
+	tp = append(tp, saveMark(s.TransparentMark), restoreMark(s.TransparentMark))
+
 	return []nftChain{
-		{"prerouting", nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest,
+		{"prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest,
 			"type nat hook prerouting priority dstnat; policy accept;", in},
-		{"output", nftables.ChainHookOutput, nftables.ChainPriorityNATDest,
+		{"output", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest,
 			"type nat hook output priority -100; policy accept;", out},
+		{"transparent", nftables.ChainTypeRoute, nftables.ChainHookOutput, nftables.ChainPriorityMangle,
+			"type route hook output priority mangle; policy accept;", tp},
 	}
+}
+
+// bitsSet loads a mark (meta mark or ct mark) and compares it under bits
+// with bits: all of them set.
+func bitsSet(load expr.Any, bits uint32) []expr.Any {
+	b := binaryutil.NativeEndian.PutUint32(bits)
+	return []expr.Any{load,
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: b, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b}}
+}
+
+// orBits loads a mark, sets bits in it (nft encodes "| x" as "& ^x ^ x")
+// and stores it back.
+func orBits(load, store expr.Any, bits uint32) []expr.Any {
+	return []expr.Any{load,
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^bits), Xor: binaryutil.NativeEndian.PutUint32(bits)},
+		store}
+}
+
+func metaMark() *expr.Meta { return &expr.Meta{Key: expr.MetaKeyMARK, Register: 1} }
+func ctMark() *expr.Ct     { return &expr.Ct{Key: expr.CtKeyMARK, Register: 1} }
+
+// saveMark copies the transparent bits of a packet's mark into its
+// connection's mark. Only packets that have them get here, so setting the
+// bits is the masked copy (CONNMARK --save-mark under the bits).
+func saveMark(bits uint32) nftRule {
+	return nftRule{fmt.Sprintf("meta mark & 0x%08x == 0x%08x ct mark set ct mark | 0x%08x", bits, bits, bits),
+		append(bitsSet(metaMark(), bits), orBits(ctMark(), &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}, bits)...)}
+}
+
+// restoreMark puts the transparent bits of a connection's mark back on its
+// packets (the app's replies).
+func restoreMark(bits uint32) nftRule {
+	return nftRule{fmt.Sprintf("ct mark & 0x%08x == 0x%08x meta mark set meta mark | 0x%08x", bits, bits, bits),
+		append(bitsSet(ctMark(), bits), orBits(metaMark(), &expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true}, bits)...)}
 }
 
 func ret() *expr.Verdict { return &expr.Verdict{Kind: expr.VerdictReturn} }
@@ -220,17 +265,37 @@ func (nftBackend) Name() string { return string(ModeNFTables) }
 
 var nftTable = &nftables.Table{Name: nftTableName, Family: nftables.TableFamilyINet}
 
-// Apply implements Backend in one netlink batch: the old table is deleted
-// and the new one added in the same transaction, so the kernel switches
-// atomically and a failure leaves the previous state.
+// Apply implements Backend. The table goes in one netlink batch: the old
+// table is deleted and the new one added in the same transaction, so the
+// kernel switches atomically and a failure leaves the previous table. The
+// ip rules and routes are added before the batch and the additions undone
+// when it fails; rules and routes of an earlier spec are deleted after it.
 func (b nftBackend) Apply(spec Spec) error {
 	s, err := spec.Normalize()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	if b.check(s) == nil {
+	nftOK, routesOK := b.check(s) == nil, checkRoutes(s) == nil
+	if nftOK && routesOK {
 		return nil
 	}
+	added, err := addRoutes(s)
+	if err != nil {
+		return err
+	}
+	if !nftOK {
+		if err := b.apply(s); err != nil {
+			return errors.Join(err, undoRoutes(added))
+		}
+	}
+	if err := pruneRoutes(routeItems(s)); err != nil {
+		// Neither the old nor the new state: leave nothing of ours.
+		return errors.Join(err, b.Remove())
+	}
+	return nil
+}
+
+func (nftBackend) apply(s Spec) error {
 	conn, closeNS, err := nftConn()
 	if err != nil {
 		return err
@@ -242,7 +307,7 @@ func (b nftBackend) Apply(spec Spec) error {
 	conn.DelTable(nftTable)
 	t := conn.AddTable(&nftables.Table{Name: nftTableName, Family: nftables.TableFamilyINet})
 	for _, c := range nftChains(s) {
-		ch := conn.AddChain(&nftables.Chain{Name: c.name, Table: t, Type: nftables.ChainTypeNAT,
+		ch := conn.AddChain(&nftables.Chain{Name: c.name, Table: t, Type: c.typ,
 			Hooknum: c.hook, Priority: c.prio, Policy: policyAccept()})
 		for _, r := range c.rules {
 			conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs})
@@ -265,9 +330,13 @@ func (b nftBackend) Check(spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	return b.check(s)
+	if err := b.check(s); err != nil {
+		return err
+	}
+	return checkRoutes(s)
 }
 
+// check compares the table only (not the ip rules and routes).
 func (nftBackend) check(s Spec) error {
 	conn, closeNS, err := nftConn()
 	if err != nil {
@@ -298,7 +367,7 @@ func (nftBackend) check(s Spec) error {
 			return fmt.Errorf("nftables: %s missing", where)
 		}
 		delete(got, w.name)
-		if c.Type != nftables.ChainTypeNAT || c.Hooknum == nil || *c.Hooknum != *w.hook ||
+		if c.Type != w.typ || c.Hooknum == nil || *c.Hooknum != *w.hook ||
 			c.Priority == nil || *c.Priority != *w.prio || (c.Policy != nil && *c.Policy != nftables.ChainPolicyAccept) {
 			return fmt.Errorf("nftables: %s is not %q", where, w.head)
 		}
@@ -354,13 +423,23 @@ func diffNFTRules(got []*nftables.Rule, want []nftRule, where string) error {
 
 // exprsEqual compares expressions as the kernel dumps them with the ones we
 // build. The kernel completes a redirect's range: it dumps the max register
-// equal to the min, and may add the "port specified" flag.
+// equal to the min, and may add the "port specified" flag. And
+// google/nftables does not decode the source register of a ct set
+// (NFTA_CT_SREG): it dumps with no register at all, which a ct load never
+// has (register 0 is the verdict), so that shape is taken to be a set.
 func exprsEqual(got, want []expr.Any) bool {
 	if len(got) != len(want) {
 		return false
 	}
 	for i := range got {
 		g, w := got[i], want[i]
+		if gc, ok := g.(*expr.Ct); ok && gc.Register == 0 && !gc.SourceRegister {
+			wc, ok := w.(*expr.Ct)
+			if !ok || !wc.SourceRegister || gc.Key != wc.Key || gc.Direction != wc.Direction {
+				return false
+			}
+			continue
+		}
 		if gr, ok := g.(*expr.Redir); ok {
 			wr, ok := w.(*expr.Redir)
 			if !ok || gr.RegisterProtoMin != wr.RegisterProtoMin ||
@@ -377,8 +456,13 @@ func exprsEqual(got, want []expr.Any) bool {
 	return true
 }
 
-// Remove implements Backend: it deletes table inet meshless, nothing else.
+// Remove implements Backend: it deletes table inet meshless and our ip
+// rules and routes, nothing else.
 func (nftBackend) Remove() error {
+	return errors.Join(removeNFTTable(), removeRoutes())
+}
+
+func removeNFTTable() error {
 	conn, closeNS, err := nftConn()
 	if err != nil {
 		return err

@@ -12,8 +12,50 @@
 //
 // Two backends: iptables (coreos/go-iptables, iptables-nft or iptables-legacy
 // binaries; chains MESHLESS_OUTPUT and MESHLESS_PREROUTING in table nat,
-// jumped to from OUTPUT and PREROUTING) and nftables (google/nftables,
-// native netlink; one table inet meshless, replaced in one transaction).
+// jumped to from OUTPUT and PREROUTING, and MESHLESS_OUTPUT in table mangle,
+// jumped to from OUTPUT) and nftables (google/nftables, native netlink; one
+// table inet meshless, replaced in one transaction). Both also add the same
+// ip rules and routes (vishvananda/netlink), described next.
+//
+// # Transparent source
+//
+// The daemon connects to a pod's app from inside the pod netns with the
+// real client's address as source (IP_TRANSPARENT), so the app sees who
+// called. The app's replies go to that foreign address, which the pod's
+// routes send out of eth0, away from the daemon's socket in this very
+// netns. Replies are therefore routed by mark:
+//
+//   - The daemon marks such sockets cniapi.TransparentMark: the skip mark
+//     (so the redirection rules let them pass) plus Spec.TransparentMark
+//     (bit 16, 0x10000, by default), outside the skip mark's mask. A separate bit, not the skip
+//     mark itself: the daemon's other sockets (passthrough egress, sockets
+//     to remote nodes) carry the skip mark and must keep normal routing.
+//   - Packets sent with the bit save it into their connection's conntrack
+//     mark (CONNMARK --save-mark, ct mark set ct mark | bit), and packets of
+//     a connection with the bit in its ct mark get it onto their own mark
+//     (--restore-mark, meta mark set meta mark | bit). The app's socket has
+//     no mark, so this is how its replies get the bit. Only TCP.
+//   - ip rule "fwmark bit/bit lookup Spec.TransparentTable" (priority
+//     TransparentRulePriority, per family), and in that table "local
+//     default dev lo": a marked reply is delivered on this host, where the
+//     daemon's socket, bound to the foreign address, receives it.
+//
+// The restore must happen in a hook that routes again after a mark change:
+// the app's socket routed the reply (out of eth0) before netfilter saw it.
+// iptables' mangle OUTPUT does that re-routing (ip_route_me_harder); in
+// nftables only a chain of type route does it (a filter chain would change
+// the mark and keep the old route), hence chain transparent, type route hook
+// output priority mangle. Nothing is needed in PREROUTING: both directions
+// are sent inside the pod netns, so each packet passes OUTPUT (save,
+// restore, re-route) before it loops back through lo, and a looped-back
+// packet keeps its conntrack entry and mark. The app still needs a route
+// towards the foreign address for its first lookup (a pod has a default
+// route), and lo must be up (a runtime brings it up).
+//
+// The ip rules and routes carry routing protocol 77 ("proto 77" in `ip
+// rule`/`ip route`), so Remove deletes exactly those, whichever spec made
+// them. Any other socket in the pod that sets bit 16 in its mark has its
+// traffic delivered locally: the bit is reserved for the daemon.
 //
 // # Auto detection
 //
@@ -31,8 +73,8 @@
 // Name reports the backend the last call used; Remove in auto mode cleans
 // both backends, since the choice may differ from the one at Apply time.
 //
-// Methods normalise the spec themselves (Spec.Normalize): zero ports and
-// mark take the cniapi defaults, exclusions are sorted and deduplicated,
+// Methods normalise the spec themselves (Spec.Normalize): zero ports,
+// marks and table take the cniapi defaults, exclusions are sorted and deduplicated,
 // and excluded CIDRs of a family the spec does not program are ignored.
 package redirect
 
@@ -62,6 +104,16 @@ type Spec struct {
 	// Mark and MarkMask identify packets from the daemon's own sockets;
 	// they pass untouched in both directions.
 	Mark, MarkMask uint32
+	// TransparentMark is the mark bit (or bits, all required) that the
+	// daemon adds to Mark on sockets bound to a foreign source address
+	// (IP_TRANSPARENT) inside the pod netns; it must lie outside MarkMask.
+	// Replies to such connections are routed to the local host through
+	// TransparentTable (see "Transparent source" in the package doc).
+	// Zero takes cniapi.TransparentMarkBit.
+	TransparentMark uint32
+	// TransparentTable is the routing table holding the local default
+	// routes for those replies. Zero takes cniapi.TransparentRouteTab.
+	TransparentTable uint32
 	// IPv4 and IPv6 select the families to program (the pod has an address
 	// of that family).
 	IPv4, IPv6 bool
@@ -226,8 +278,9 @@ func (a *autoBackend) Remove() error {
 
 // Render returns the rules a backend would program for spec, as text: for
 // ModeNFTables what `nft list table inet meshless` prints, for ModeIPTables
-// the iptables-save lines of our chains and jumps per family. It is a pure
-// function, for dry runs, logs and golden tests.
+// the iptables-save lines of our chains and jumps per family and table (nat,
+// mangle). It is a pure function, for dry runs, logs and golden tests. The
+// ip rules and routes both backends add are RenderRoutes'.
 func Render(mode Mode, spec Spec) (string, error) {
 	s, err := spec.Normalize()
 	if err != nil {
@@ -239,13 +292,27 @@ func Render(mode Mode, spec Spec) (string, error) {
 	case ModeIPTables:
 		var b strings.Builder
 		for _, v6 := range s.families() {
-			fmt.Fprintf(&b, "# %s -t nat\n*nat\n", famName(v6))
-			for _, l := range renderIPT(s, v6) {
-				b.WriteString(l + "\n")
+			for _, t := range iptTables {
+				fmt.Fprintf(&b, "# %s -t %s\n*%s\n", famName(v6), t, t)
+				for _, l := range renderIPT(s, v6, t) {
+					b.WriteString(l + "\n")
+				}
+				b.WriteString("COMMIT\n")
 			}
-			b.WriteString("COMMIT\n")
 		}
 		return b.String(), nil
 	}
 	return "", fmt.Errorf("render: mode %q is not a backend", mode)
+}
+
+// RenderRoutes returns the policy routing both backends program for spec
+// (see "Transparent source" in the package doc) as iproute2 lists it: per
+// family our lines of `ip rule show` and `ip route show table all proto 77`.
+// Like Render, it is pure.
+func RenderRoutes(spec Spec) (string, error) {
+	s, err := spec.Normalize()
+	if err != nil {
+		return "", err
+	}
+	return renderRoutes(s), nil
 }

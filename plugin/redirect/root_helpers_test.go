@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -86,13 +87,14 @@ func (c backendCase) bin(v6 bool, suffix string) string {
 }
 
 // dump returns everything the netns's ruleset of this backend's kind lists
-// (both families for iptables), for before/after comparisons.
+// (both families for iptables), and its ip rules and routes, for
+// before/after comparisons.
 func (c backendCase) dump(t *testing.T, n ns.NetNS) string {
 	t.Helper()
 	if c.mode == ModeNFTables {
-		return sh(t, n, "nft", "list", "ruleset")
+		return sh(t, n, "nft", "list", "ruleset") + routingDump(t, n)
 	}
-	return dropComments(sh(t, n, c.bin(false, "-save"))) + dropComments(sh(t, n, c.bin(true, "-save")))
+	return dropComments(sh(t, n, c.bin(false, "-save"))) + dropComments(sh(t, n, c.bin(true, "-save"))) + routingDump(t, n)
 }
 
 // ours renders the netns's rules of ours in the format of the golden files.
@@ -103,19 +105,69 @@ func (c backendCase) ours(t *testing.T, n ns.NetNS, s Spec) string {
 	}
 	var b strings.Builder
 	for _, v6 := range []bool{false, true} {
-		lines := ourSaveLines(sh(t, n, c.bin(v6, "-save"), "-t", "nat"))
+		for _, table := range iptTables {
+			lines := ourSaveLines(sh(t, n, c.bin(v6, "-save"), "-t", table))
+			enabled := (v6 && s.IPv6) || (!v6 && s.IPv4)
+			if !enabled {
+				if len(lines) > 0 {
+					t.Errorf("%s -t %s: rules of ours in a disabled family: %q", famName(v6), table, lines)
+				}
+				continue
+			}
+			b.WriteString("# " + famName(v6) + " -t " + table + "\n*" + table + "\n")
+			for _, l := range lines {
+				b.WriteString(l + "\n")
+			}
+			b.WriteString("COMMIT\n")
+		}
+	}
+	return b.String()
+}
+
+// ourRoutes lists the netns's ip rules and routes of ours (tagged with our
+// protocol) in the format of RenderRoutes and its golden files.
+func ourRoutes(t *testing.T, n ns.NetNS, s Spec) string {
+	t.Helper()
+	tag := " proto " + strconv.Itoa(routeProto)
+	var b strings.Builder
+	for _, v6 := range []bool{false, true} {
+		fam := "-4"
+		if v6 {
+			fam = "-6"
+		}
+		var rules []string
+		for _, l := range strings.Split(sh(t, n, "ip", fam, "rule", "show"), "\n") {
+			if strings.HasSuffix(l, tag) || strings.Contains(l, tag+" ") {
+				rules = append(rules, l)
+			}
+		}
+		routes := strings.TrimSpace(sh(t, n, "ip", fam, "route", "show", "table", "all", "proto", strconv.Itoa(routeProto)))
 		enabled := (v6 && s.IPv6) || (!v6 && s.IPv4)
 		if !enabled {
-			if len(lines) > 0 {
-				t.Errorf("%s: rules of ours in a disabled family: %q", famName(v6), lines)
+			if len(rules) > 0 || routes != "" {
+				t.Errorf("ip %s: rules or routes of ours in a disabled family: %q %q", fam, rules, routes)
 			}
 			continue
 		}
-		b.WriteString("# " + famName(v6) + " -t nat\n*nat\n")
-		for _, l := range lines {
+		b.WriteString("# ip " + fam + " rule show\n")
+		for _, l := range rules {
 			b.WriteString(l + "\n")
 		}
-		b.WriteString("COMMIT\n")
+		b.WriteString("# ip " + fam + " route show table all proto " + strconv.Itoa(routeProto) + "\n")
+		if routes != "" {
+			b.WriteString(routes + "\n")
+		}
+	}
+	return b.String()
+}
+
+// routingDump lists every ip rule and route of the netns, both families.
+func routingDump(t *testing.T, n ns.NetNS) string {
+	t.Helper()
+	var b strings.Builder
+	for _, fam := range []string{"-4", "-6"} {
+		b.WriteString(sh(t, n, "ip", fam, "rule", "show"))
+		b.WriteString(sh(t, n, "ip", fam, "route", "show", "table", "all"))
 	}
 	return b.String()
 }

@@ -23,6 +23,7 @@ func TestRootGoldenListing(t *testing.T) {
 					t.Fatalf("%s: Apply: %v", g.name, err)
 				}
 				compareGolden(t, goldenPath(c.mode, g.name), c.ours(t, n, g.spec))
+				compareGolden(t, goldenPath(routesGolden, g.name), ourRoutes(t, n, g.spec))
 				if err := inNS(t, n, func() error { return b.Check(g.spec) }); err != nil {
 					t.Errorf("%s: Check after Apply: %v", g.name, err)
 				}
@@ -31,9 +32,16 @@ func TestRootGoldenListing(t *testing.T) {
 	}
 }
 
-// foreign adds rules that are not ours, which Apply and Remove must keep.
+// foreign adds rules that are not ours, which Apply and Remove must keep:
+// of the backend's kind, and an ip rule and route of both families much
+// like ours (another mark, another table).
 func (c backendCase) foreign(t *testing.T, n ns.NetNS) {
 	t.Helper()
+	for _, fam := range []string{"-4", "-6"} {
+		sh(t, n, "ip", fam, "rule", "add", "pref", "100", "fwmark", "0x20000/0x20000", "lookup", "300")
+		def := map[string]string{"-4": "0.0.0.0/0", "-6": "::/0"}[fam]
+		sh(t, n, "ip", fam, "route", "add", "local", def, "dev", "lo", "table", "300")
+	}
 	if c.mode == ModeNFTables {
 		sh(t, n, "nft", "add table inet other; add chain inet other out { type nat hook output priority 0; }; add rule inet other out udp dport 53 accept")
 		return
@@ -46,6 +54,9 @@ func (c backendCase) foreign(t *testing.T, n ns.NetNS) {
 func (c backendCase) foreignPresent(t *testing.T, n ns.NetNS) bool {
 	t.Helper()
 	d := c.dump(t, n)
+	if strings.Count(d, "fwmark 0x20000/0x20000 lookup 300") != 2 || strings.Count(d, "local default dev lo table 300") != 2 {
+		return false
+	}
 	if c.mode == ModeNFTables {
 		return strings.Contains(d, "table inet other") && strings.Contains(d, "udp dport 53 accept")
 	}
@@ -128,6 +139,19 @@ func TestRootLifecycle(t *testing.T) {
 			if err := do(func() error { return b.Check(spec) }); err != nil {
 				t.Errorf("Check after repair: %v", err)
 			}
+			// The routing half: a missing route is named, and repaired.
+			sh(t, n, "ip", "-6", "route", "del", "local", "::/0", "dev", "lo", "table", "19788")
+			err = do(func() error { return b.Check(spec) })
+			if want := `routing: "ip -6 route local ::/0 dev lo table 19788" missing`; err == nil || err.Error() != want {
+				t.Errorf("Check without our route = %v, want %q", err, want)
+			}
+			if err := do(func() error { return b.Apply(spec) }); err != nil {
+				t.Fatalf("repairing Apply: %v", err)
+			}
+			if err := do(func() error { return b.Check(spec) }); err != nil {
+				t.Errorf("Check after route repair: %v", err)
+			}
+
 			want = c.addStray(t, n)
 			if err := do(func() error { return b.Check(spec) }); err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Check with a stray rule = %v, want %q", err, want)
@@ -138,7 +162,8 @@ func TestRootLifecycle(t *testing.T) {
 					t.Fatalf("Remove #%d: %v", i+1, err)
 				}
 			}
-			if d := c.dump(t, n); strings.Contains(d, "MESHLESS") || strings.Contains(d, "meshless") {
+			if d := c.dump(t, n); strings.Contains(d, "MESHLESS") || strings.Contains(d, "meshless") ||
+				strings.Contains(d, "proto 77") || strings.Contains(d, "19788") {
 				t.Errorf("rules of ours left after Remove:\n%s", d)
 			}
 			if !c.foreignPresent(t, n) {
@@ -190,8 +215,11 @@ func TestRootIPTablesApplyFailureCleansUp(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "ip6tables") {
 		t.Fatalf("Apply = %v, want an ip6tables error", err)
 	}
-	if out := sh(t, n, "iptables-nft-save", "-t", "nat"); strings.Contains(out, "MESHLESS") {
+	if out := sh(t, n, "iptables-nft-save"); strings.Contains(out, "MESHLESS") {
 		t.Errorf("failed Apply left rules:\n%s", out)
+	}
+	if out := routingDump(t, n); strings.Contains(out, "proto 77") {
+		t.Errorf("failed Apply left ip rules or routes:\n%s", out)
 	}
 }
 

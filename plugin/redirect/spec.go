@@ -14,19 +14,21 @@ import (
 // daemon's traffic back into itself.
 var alwaysExcludedPorts = []uint16{cniapi.TunnelPort, cniapi.AdminPort}
 
-// DefaultSpec returns a Spec with the daemon's ports and skip mark and both
-// families off; callers set IPv4/IPv6 from the pod's addresses and add the
-// exclusions.
+// DefaultSpec returns a Spec with the daemon's ports, skip mark and
+// transparent mark bit and routing table, and both families off; callers
+// set IPv4/IPv6 from the pod's addresses and add the exclusions.
 func DefaultSpec() Spec {
 	return Spec{
-		OutboundPort: cniapi.OutboundPort,
-		InboundPort:  cniapi.InboundPort,
-		Mark:         cniapi.SkipMark,
-		MarkMask:     cniapi.SkipMarkMask,
+		OutboundPort:     cniapi.OutboundPort,
+		InboundPort:      cniapi.InboundPort,
+		Mark:             cniapi.SkipMark,
+		MarkMask:         cniapi.SkipMarkMask,
+		TransparentMark:  cniapi.TransparentMarkBit,
+		TransparentTable: cniapi.TransparentRouteTab,
 	}
 }
 
-// Normalize returns a copy of s with zero ports and mark filled in from
+// Normalize returns a copy of s with zero ports, marks and table filled in from
 // DefaultSpec, exclusions sorted and deduplicated (so generated rules are
 // deterministic and re-applying is a no-op), prefixes masked to their network
 // address, and ports that the backends always exclude (tunnel, admin)
@@ -47,6 +49,12 @@ func (s Spec) Normalize() (Spec, error) {
 	if s.Mark == 0 && s.MarkMask == 0 {
 		s.Mark, s.MarkMask = d.Mark, d.MarkMask
 	}
+	if s.TransparentMark == 0 {
+		s.TransparentMark = d.TransparentMark
+	}
+	if s.TransparentTable == 0 {
+		s.TransparentTable = d.TransparentTable
+	}
 	var err error
 	if s.ExcludeInboundPorts, err = normPorts(s.ExcludeInboundPorts); err != nil {
 		return s, fmt.Errorf("exclude inbound ports: %w", err)
@@ -61,7 +69,7 @@ func (s Spec) Normalize() (Spec, error) {
 }
 
 // Validate reports whether s can be programmed as is. It expects a
-// normalised spec (ports and mark set); Normalize calls it.
+// normalised spec (ports, marks and table set); Normalize calls it.
 func (s Spec) Validate() error {
 	switch {
 	case !s.IPv4 && !s.IPv6:
@@ -74,6 +82,15 @@ func (s Spec) Validate() error {
 		return errors.New("mark mask is zero: every packet would skip redirection")
 	case s.Mark&^s.MarkMask != 0:
 		return fmt.Errorf("mark %#x has bits outside mask %#x", s.Mark, s.MarkMask)
+	case s.TransparentMark == 0:
+		return errors.New("transparent mark is zero")
+	case s.TransparentMark&s.MarkMask != 0:
+		// The daemon's transparent sockets carry Mark|TransparentMark: with
+		// an overlap they would fail the skip match and be redirected back
+		// to the daemon, or every skip-marked socket would be routed to lo.
+		return fmt.Errorf("transparent mark %#x overlaps mark mask %#x", s.TransparentMark, s.MarkMask)
+	case isReservedTable(s.TransparentTable):
+		return fmt.Errorf("transparent routing table %d is reserved (unspec, compat, default, main or local)", s.TransparentTable)
 	}
 	// Redirecting to an excluded port would still work, but excluding the
 	// redirect target itself means the daemon's listener would be reached
@@ -94,6 +111,15 @@ func (s Spec) Validate() error {
 		}
 	}
 	return nil
+}
+
+// isReservedTable reports the routing tables the kernel or iproute2 own.
+func isReservedTable(t uint32) bool {
+	switch t {
+	case 0, 252, 253, 254, 255: // unspec, compat, default, main, local
+		return true
+	}
+	return false
 }
 
 // normPorts sorts and deduplicates ports and drops the always excluded ones.

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/meshless/meshless/daemon/cniapi"
 )
 
 func pfx(s ...string) []netip.Prefix {
@@ -25,28 +27,30 @@ func TestNormalize(t *testing.T) {
 		{
 			name: "zero values get defaults",
 			in:   Spec{IPv4: true},
-			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, IPv4: true,
+			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, TransparentMark: 0x10000, TransparentTable: 0x4d4c, IPv4: true,
 				ExcludeInboundPorts: []uint16{}, ExcludeOutboundPorts: []uint16{}, ExcludeOutboundCIDRs: []netip.Prefix{}},
 		},
 		{
 			name: "ports sorted, deduplicated, tunnel and admin dropped",
 			in: Spec{IPv4: true, ExcludeInboundPorts: []uint16{9090, 22, 9090, 15008},
 				ExcludeOutboundPorts: []uint16{443, 15020, 80, 443}},
-			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, IPv4: true,
+			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, TransparentMark: 0x10000, TransparentTable: 0x4d4c, IPv4: true,
 				ExcludeInboundPorts: []uint16{22, 9090}, ExcludeOutboundPorts: []uint16{80, 443}, ExcludeOutboundCIDRs: []netip.Prefix{}},
 		},
 		{
 			name: "cidrs masked, sorted v4 first, deduplicated, mapped v4 unmapped",
 			in: Spec{IPv6: true, ExcludeOutboundCIDRs: pfx("fd00::1/8", "10.1.2.3/8", "10.0.0.0/8",
 				"::ffff:192.168.0.0/112", "fd00::/8")},
-			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, IPv6: true,
+			want: Spec{OutboundPort: 15001, InboundPort: 15006, Mark: 0x4d4c, MarkMask: 0xffff, TransparentMark: 0x10000, TransparentTable: 0x4d4c, IPv6: true,
 				ExcludeInboundPorts: []uint16{}, ExcludeOutboundPorts: []uint16{},
 				ExcludeOutboundCIDRs: pfx("10.0.0.0/8", "192.168.0.0/16", "fd00::/8")},
 		},
 		{
 			name: "explicit values kept",
-			in:   Spec{OutboundPort: 1, InboundPort: 2, Mark: 0x10, MarkMask: 0xf0, IPv4: true, IPv6: true},
-			want: Spec{OutboundPort: 1, InboundPort: 2, Mark: 0x10, MarkMask: 0xf0, IPv4: true, IPv6: true,
+			in: Spec{OutboundPort: 1, InboundPort: 2, Mark: 0x10, MarkMask: 0xf0, TransparentMark: 0x1, TransparentTable: 7,
+				IPv4: true, IPv6: true},
+			want: Spec{OutboundPort: 1, InboundPort: 2, Mark: 0x10, MarkMask: 0xf0, TransparentMark: 0x1, TransparentTable: 7,
+				IPv4: true, IPv6: true,
 				ExcludeInboundPorts: []uint16{}, ExcludeOutboundPorts: []uint16{}, ExcludeOutboundCIDRs: []netip.Prefix{}},
 		},
 		{name: "no family", in: Spec{}, wantErr: "no address family"},
@@ -58,6 +62,10 @@ func TestNormalize(t *testing.T) {
 		{name: "reserved port", in: Spec{IPv4: true, OutboundPort: 15008}, wantErr: "reserved"},
 		{name: "mark outside mask", in: Spec{IPv4: true, Mark: 0x1ff, MarkMask: 0xff}, wantErr: "outside mask"},
 		{name: "zero mask", in: Spec{IPv4: true, Mark: 0x1}, wantErr: "mask is zero"},
+		{name: "transparent bit inside mark mask", in: Spec{IPv4: true, TransparentMark: 0x8000}, wantErr: "overlaps mark mask"},
+		{name: "full mark mask leaves no transparent bit", in: Spec{IPv4: true, Mark: 0x1, MarkMask: 0xffffffff}, wantErr: "overlaps"},
+		{name: "main table", in: Spec{IPv4: true, TransparentTable: 254}, wantErr: "reserved"},
+		{name: "local table", in: Spec{IPv4: true, TransparentTable: 255}, wantErr: "reserved"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,6 +83,27 @@ func TestNormalize(t *testing.T) {
 				t.Errorf("Normalize() =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDefaultSpecMatchesDaemon: the daemon marks its transparent sockets
+// with cniapi.TransparentMark; the rules must skip them (skip mark under the
+// mask) and route their replies (the transparent bit, the table).
+func TestDefaultSpecMatchesDaemon(t *testing.T) {
+	d := DefaultSpec()
+	if got := d.Mark | d.TransparentMark; got != cniapi.TransparentMark {
+		t.Errorf("Mark|TransparentMark = %#x, want cniapi.TransparentMark %#x", got, cniapi.TransparentMark)
+	}
+	if cniapi.TransparentMark&d.MarkMask != d.Mark {
+		t.Errorf("cniapi.TransparentMark %#x fails the skip match %#x/%#x", cniapi.TransparentMark, d.Mark, d.MarkMask)
+	}
+	if d.TransparentMark != cniapi.TransparentMarkBit || d.TransparentTable != cniapi.TransparentRouteTab {
+		t.Errorf("DefaultSpec transparent bit/table = %#x/%#x, want %#x/%#x", d.TransparentMark, d.TransparentTable,
+			cniapi.TransparentMarkBit, cniapi.TransparentRouteTab)
+	}
+	d.IPv4 = true
+	if err := d.Validate(); err != nil {
+		t.Errorf("DefaultSpec invalid: %v", err)
 	}
 }
 

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,6 +43,11 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := cmd.run(args[1:], stdout); err != nil {
+		// A program run by `lab exec` passes its exit status through.
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
 		fmt.Fprintf(stderr, "meshlessctl %s: %v\n", args[0], err)
 		return 1
 	}
