@@ -12,12 +12,13 @@ CNI_PLUGINS := main/bridge main/loopback ipam/host-local
 # kernel state, and the machines have two cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: all help build deps cni-plugins test unit clean
+.PHONY: all help build deps cni-plugins test unit demo clean
 
 all: build
 
 help:
 	@echo "make build        bin/meshless-cni, bin/meshlessd, bin/meshlessctl"
+	@echo "make demo         build, run a two-node lab on this machine, show the mesh at work, tear it down (root)"
 	@echo "make test         install what tests need, then run every test (root for the netns tests)"
 	@echo "make unit         only the tests that need no root"
 	@echo "make cni-plugins  the reference CNI plugins into $(CNI_BIN_DIR)"
@@ -27,6 +28,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshless-cni ./plugin/cmd/meshless-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessd ./daemon/cmd/meshlessd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessctl ./daemon/cmd/meshlessctl
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-server ./tests/apps/demo-server
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-client ./tests/apps/demo-client
 
 # OS packages the root tests use (iptables-nft and -legacy, nft, ip).
 deps:
@@ -42,6 +45,12 @@ cni-plugins:
 test: deps build cni-plugins
 	MESHLESS_BIN_DIR=$(CURDIR)/$(BIN) MESHLESS_CNI_BIN_DIR=$(CNI_BIN_DIR) \
 	  tests/run-go-tests.sh $(TEST_FLAGS) ./...
+
+demo: deps
+	@echo "==> building (first time: a minute or two)"
+	@$(MAKE) --no-print-directory build cni-plugins >/dev/null
+	@echo "==> built bin/ and the reference CNI plugins"
+	@$(BIN)/meshlessctl demo --bin-dir $(CURDIR)/$(BIN) --cni-bin-dir $(CNI_BIN_DIR)
 
 unit:
 	$(GO) test -count=1 -short ./...

@@ -1,6 +1,7 @@
-// Package app wires the node daemon together: state store, agent, default
-// connection handler, CNI socket and admin server. cmd/meshlessd only
-// parses flags into a Config and calls Run.
+// Package app wires the node daemon together: state store, agent, routing
+// table fed by the registry file, forwarding handler, tunnel server, CNI
+// socket and admin server. cmd/meshlessd only parses flags into a Config
+// and calls Run.
 package app
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,9 +19,10 @@ import (
 	"github.com/meshless/meshless/daemon/agent"
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/cniserver"
+	"github.com/meshless/meshless/daemon/forward"
 	"github.com/meshless/meshless/daemon/metrics"
-	"github.com/meshless/meshless/daemon/passthrough"
 	"github.com/meshless/meshless/daemon/podstore"
+	"github.com/meshless/meshless/daemon/routes"
 )
 
 // Config is the daemon's configuration, one field per meshlessd flag.
@@ -29,20 +32,32 @@ type Config struct {
 	Socket string
 	// StateDir holds the pod registrations.
 	StateDir string
-	// Registry is the YAML registry file; Kubeconfig the cluster's. Neither
-	// means in-cluster discovery. Kept for the discovery component.
+	// Registry is the YAML registry file, watched for changes. Kubeconfig
+	// (Kubernetes discovery) is not implemented yet: Run refuses it.
+	// Neither means no discovery: every connection is passthrough.
 	Registry   string
 	Kubeconfig string
-	// TunnelAddr is where the cross-node tunnel listens; kept for the
-	// tunnel component.
+	// TunnelAddr is where the cross-node tunnel listens; empty disables
+	// it (this node then only sends tunnels).
 	TunnelAddr string
 	// AdminAddr serves /healthz, /readyz and /metrics.
 	AdminAddr string
 	// IdleTimeout closes forwarded connections idle that long; 0 never.
 	IdleTimeout time.Duration
+	// RaceFanout bounds the candidates of a race dialled at once; 0 all.
+	RaceFanout int
+	// RaceStagger delays each further candidate of a race; 0 none.
+	RaceStagger time.Duration
+	// InboundPolicy rules inbound connections that did not come through a
+	// daemon.
+	InboundPolicy forward.Policy
+	// MeshletDir holds the pods' Meshless folders (unix sockets);
+	// forward.DefaultMeshletDir when empty.
+	MeshletDir string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Handler overrides the default passthrough connection handler.
+	// Handler overrides the forwarding connection handler (the tunnel
+	// server still uses a forwarding handler).
 	Handler agent.ConnHandler
 	// Metrics overrides the daemon's metrics (the handler should use the
 	// same); default metrics.New().
@@ -56,6 +71,10 @@ type Daemon struct {
 	Agent     *agent.Agent
 	Metrics   *metrics.Metrics
 	AdminAddr net.Addr
+	// Routes is the routing table.
+	Routes *routes.Table
+	// TunnelAddr is the tunnel listener's address; nil when disabled.
+	TunnelAddr net.Addr
 }
 
 // Run runs the daemon until ctx is cancelled. On return the listeners in
@@ -69,23 +88,48 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Socket == "" {
 		cfg.Socket = cniapi.DefaultSocket
 	}
+	if cfg.Kubeconfig != "" {
+		return errors.New("--kubeconfig: Kubernetes discovery is not implemented yet; use --registry")
+	}
 	m := cfg.Metrics
 	if m == nil {
 		m = metrics.New()
-	}
-	h := cfg.Handler
-	if h == nil {
-		h = &passthrough.Handler{Metrics: m, Logger: log, IdleTimeout: cfg.IdleTimeout}
 	}
 	store, err := podstore.Open(cfg.StateDir)
 	if err != nil {
 		return err
 	}
+	table := routes.NewTable(cfg.NodeName)
+	nodeAddrs, err := forward.NewNodeAddrs()
+	if err != nil {
+		return fmt.Errorf("list node addresses: %w", err)
+	}
+	// The agent needs the handler and the handler the agent's pods: the
+	// indirection breaks the cycle.
+	pods := &podsRef{}
+	fw, err := forward.New(forward.Config{
+		Pods: pods, Routes: table, Metrics: m, Logger: log,
+		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
+		IdleTimeout: cfg.IdleTimeout, MeshletDir: cfg.MeshletDir,
+		InboundPolicy: cfg.InboundPolicy, NodeAddrs: nodeAddrs,
+	})
+	if err != nil {
+		return err
+	}
+	var h agent.ConnHandler = fw
+	if cfg.Handler != nil {
+		h = cfg.Handler
+	}
 	ag, err := agent.New(agent.Config{Store: store, Handler: h, Socket: cfg.Socket, Metrics: m, Logger: log})
 	if err != nil {
 		return err
 	}
+	pods.a = ag
 	defer ag.Close()
+	disc := &discovery{table: table, source: "none", log: log}
+	if cfg.Registry != "" {
+		disc.source = "registry " + cfg.Registry
+	}
 
 	// Admin first: /healthz answers while the state is restored, /readyz
 	// says 503 until the CNI socket serves.
@@ -106,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 8)
 	serve := func(name string, h func() error) {
 		wg.Add(1)
 		go func() {
@@ -121,6 +165,39 @@ func Run(ctx context.Context, cfg Config) error {
 		return cniserver.Serve(ctx, adminLn, admin.NewHandler(ready, m.Registry))
 	})
 	defer wg.Wait()
+	wg.Go(func() { nodeAddrs.Run(ctx, 0, log) })
+
+	// The first registry poll completes before the pods' listeners open,
+	// so the first connections already follow the file's routes.
+	if cfg.Registry != "" {
+		first := make(chan struct{})
+		serve("registry", func() error { return disc.watchRegistry(ctx, cfg.Registry, first) })
+		select {
+		case <-first:
+		case <-ctx.Done():
+		}
+	} else {
+		log.Warn("no discovery (--registry): every connection is passthrough")
+	}
+	// The tunnel listener binds now (a wrong address fails the start) and
+	// serves once the pods are restored; until then connections wait in
+	// its backlog.
+	var (
+		tunnelAddr net.Addr
+		tln        net.Listener
+	)
+	if cfg.TunnelAddr != "" {
+		tln, err = net.Listen("tcp", cfg.TunnelAddr)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("listen tunnel: %w", err)
+		}
+		tunnelAddr = tln.Addr()
+	}
+	statusBase := cniapi.DaemonStatus{Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String()}
+	if tunnelAddr != nil {
+		statusBase.TunnelAddr = tunnelAddr.String()
+	}
 
 	// The socket serves during the restore too: the plugin gets 503 and
 	// retries, rather than "no such file", which it would also retry but
@@ -128,20 +205,33 @@ func Run(ctx context.Context, cfg Config) error {
 	sockLn, err := cniserver.Listen(cfg.Socket)
 	if err != nil {
 		cancel()
+		if tln != nil {
+			tln.Close()
+		}
 		return err
 	}
 	serve("cni socket", func() error {
-		return cniserver.Serve(ctx, sockLn, cniserver.NewHandler(ag, log))
+		return cniserver.Serve(ctx, sockLn, withStatus(cniserver.NewHandler(ag, log), func() *cniapi.DaemonStatus {
+			return disc.status(statusBase)
+		}))
 	})
 	serving.Store(true)
 	if err := ag.Start(ctx); err != nil {
 		cancel()
+		if tln != nil {
+			tln.Close()
+		}
 		return fmt.Errorf("restore state: %w", err)
 	}
+	if tln != nil {
+		srv := fw.TunnelServer()
+		serve("tunnel", func() error { return srv.Serve(ctx, tln) })
+	}
 	log.Info("meshlessd ready", "node", cfg.NodeName, "socket", cfg.Socket, "admin", adminLn.Addr().String(),
-		"state_dir", cfg.StateDir, "tunnel_addr", cfg.TunnelAddr, "registry", cfg.Registry, "kubeconfig", cfg.Kubeconfig)
+		"state_dir", cfg.StateDir, "tunnel_addr", cfg.TunnelAddr, "registry", cfg.Registry,
+		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger)
 	if cfg.Started != nil {
-		cfg.Started(&Daemon{Agent: ag, Metrics: m, AdminAddr: adminLn.Addr()})
+		cfg.Started(&Daemon{Agent: ag, Metrics: m, AdminAddr: adminLn.Addr(), Routes: table, TunnelAddr: tunnelAddr})
 	}
 	<-ctx.Done()
 	log.Info("meshlessd stopping")
@@ -153,3 +243,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 }
+
+// podsRef is forward.Pods through an agent set after the handler exists.
+type podsRef struct{ a *agent.Agent }
+
+// PodByIP implements forward.Pods.
+func (p *podsRef) PodByIP(ip netip.Addr) (*agent.Pod, bool) { return p.a.PodByIP(ip) }

@@ -99,13 +99,14 @@ func (n *NS) Do(fn func() error) error {
 	return <-errc
 }
 
-// markControl sets the skip mark on a socket before it binds or connects, so
+// markControl sets mark (the skip mark or the transparent mark, which
+// includes it) on a socket before it binds or connects, so
 // the pod's redirection rules let its packets pass.
-func markControl(extra func(fd uintptr) error) func(network, address string, c syscall.RawConn) error {
+func markControl(mark uint32, extra func(fd uintptr) error) func(network, address string, c syscall.RawConn) error {
 	return func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(cniapi.SkipMark))
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
 			if serr == nil && extra != nil {
 				serr = extra(fd)
 			}
@@ -122,7 +123,7 @@ func markControl(extra func(fd uintptr) error) func(network, address string, c s
 func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	var ln net.Listener
 	err := n.Do(func() error {
-		lc := net.ListenConfig{Control: markControl(nil)}
+		lc := net.ListenConfig{Control: markControl(cniapi.SkipMark, nil)}
 		var err error
 		ln, err = lc.Listen(context.Background(), network, addr)
 		return err
@@ -140,6 +141,13 @@ type DialOptions struct {
 	// though it is not local to this namespace. The namespace needs routing
 	// that returns the replies to the daemon (see the CNI plugin's rules).
 	Source netip.Addr
+	// Mark is the socket mark (SO_MARK). Zero means cniapi.SkipMark for a
+	// connection without Source and cniapi.TransparentMark with one: the
+	// transparent mark selects the pod's return routing for replies to
+	// the foreign source. Any mark must include SkipMark under
+	// SkipMarkMask, or the pod's rules redirect the connection back to the
+	// daemon.
+	Mark uint32
 }
 
 // Dial connects to addr from inside the namespace. The socket carries the
@@ -150,6 +158,13 @@ type DialOptions struct {
 func (n *NS) Dial(ctx context.Context, network, addr string, o DialOptions) (*net.TCPConn, error) {
 	d := net.Dialer{}
 	var extra func(fd uintptr) error
+	mark := o.Mark
+	if mark == 0 {
+		mark = cniapi.SkipMark
+		if o.Source.IsValid() {
+			mark = cniapi.TransparentMark
+		}
+	}
 	if o.Source.IsValid() {
 		d.LocalAddr = &net.TCPAddr{IP: o.Source.AsSlice()}
 		v6 := o.Source.Is6() && !o.Source.Is4In6()
@@ -160,7 +175,7 @@ func (n *NS) Dial(ctx context.Context, network, addr string, o DialOptions) (*ne
 			return unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
 		}
 	}
-	d.Control = markControl(extra)
+	d.Control = markControl(mark, extra)
 	var c net.Conn
 	err := n.Do(func() error {
 		var err error

@@ -1,14 +1,16 @@
-// Package pump copies bytes both ways between two TCP connections, the way a
-// transparent proxy must: half-closes travel through (one side's FIN becomes
-// a CloseWrite on the other), and an error on either side resets both, so
-// an RST is not turned into a clean FIN.
+// Package pump copies bytes both ways between two stream connections (TCP
+// or unix), the way a transparent proxy must: half-closes travel through
+// (one side's FIN becomes a CloseWrite on the other), and an error on
+// either side resets both, so an RST is not turned into a clean FIN.
 //
 //	res := pump.Run(ctx, client, upstream, pump.Options{IdleTimeout: time.Hour})
 //
-// Copies are io.Copy between *net.TCPConn, which Go runs with splice(2):
-// payload never enters user space. Do not wrap the connections (counting
-// readers, deadline refreshers) or that path is lost; byte counts come from
-// io.Copy's result and idleness from the kernel's TCP_INFO.
+// Copies are io.Copy between *net.TCPConn and *net.UnixConn, which Go runs
+// with splice(2) for TCP to TCP, TCP to unix and unix to TCP: payload never
+// enters user space. Do not wrap the connections (counting readers,
+// deadline refreshers) or that path is lost; byte counts come from
+// io.Copy's result and idleness from the kernel's TCP_INFO of the TCP
+// sides (a unix side has no such clock and is judged by its TCP peer).
 package pump
 
 import (
@@ -41,9 +43,16 @@ type Result struct {
 // ErrIdle is Result.Err when the idle timeout ended the pump.
 var ErrIdle = errors.New("idle timeout")
 
+// Conn is a stream connection whose write side can be closed alone:
+// *net.TCPConn and *net.UnixConn.
+type Conn interface {
+	net.Conn
+	CloseWrite() error
+}
+
 // Run copies a to b and b to a until both directions end, then closes both
 // connections. Cancelling ctx resets both. Run owns a and b from the call on.
-func Run(ctx context.Context, a, b *net.TCPConn, o Options) Result {
+func Run(ctx context.Context, a, b Conn, o Options) Result {
 	var (
 		res      Result
 		wg       sync.WaitGroup
@@ -70,7 +79,7 @@ func Run(ctx context.Context, a, b *net.TCPConn, o Options) Result {
 		w.timer = time.AfterFunc(o.IdleTimeout, w.check)
 		w.mu.Unlock()
 	}
-	copyHalf := func(dst, src *net.TCPConn, n *int64) {
+	copyHalf := func(dst, src Conn, n *int64) {
 		defer wg.Done()
 		var err error
 		*n, err = io.Copy(dst, src)
@@ -100,17 +109,21 @@ func Run(ctx context.Context, a, b *net.TCPConn, o Options) Result {
 	return res
 }
 
-// reset closes c with SO_LINGER 0, which sends RST instead of FIN: the
-// peer learns the connection failed rather than ended.
-func reset(c *net.TCPConn) {
-	c.SetLinger(0)
+// reset closes c with SO_LINGER 0 when it is TCP, which sends RST instead
+// of FIN: the peer learns the connection failed rather than ended. A unix
+// peer sees ECONNRESET on its next read when unread data was discarded,
+// EOF otherwise; unix sockets have nothing closer to an RST.
+func reset(c Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
 	c.Close()
 }
 
 // idleWatch checks the kernel's time since the last data received on each
 // connection, so no per-read work is needed on the splice path.
 type idleWatch struct {
-	a, b    *net.TCPConn
+	a, b    Conn
 	timeout time.Duration
 	abort   func(error)
 
@@ -120,7 +133,13 @@ type idleWatch struct {
 }
 
 func (w *idleWatch) check() {
-	idle := min(sinceLastRecv(w.a), sinceLastRecv(w.b))
+	idle, ok := sinceLastRecv(w.a)
+	if ib, okb := sinceLastRecv(w.b); okb && (!ok || ib < idle) {
+		idle, ok = ib, true
+	}
+	if !ok {
+		idle = 0 // no TCP side: cannot judge, treat as active
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
@@ -141,13 +160,17 @@ func (w *idleWatch) stop() {
 	w.mu.Unlock()
 }
 
-// sinceLastRecv returns how long ago c last received data. On error (the
-// socket is closed already) it returns 0, treating c as active: the copy
-// loops notice a closed socket themselves.
-func sinceLastRecv(c *net.TCPConn) time.Duration {
-	rc, err := c.SyscallConn()
+// sinceLastRecv returns how long ago c last received data, and false when
+// c is not TCP. On error (the socket is closed already) it returns 0,
+// treating c as active: the copy loops notice a closed socket themselves.
+func sinceLastRecv(c Conn) (time.Duration, bool) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
 	if err != nil {
-		return 0
+		return 0, true
 	}
 	var d time.Duration
 	rc.Control(func(fd uintptr) {
@@ -156,5 +179,5 @@ func sinceLastRecv(c *net.TCPConn) time.Duration {
 			d = time.Duration(ti.Last_data_recv) * time.Millisecond
 		}
 	})
-	return d
+	return d, true
 }

@@ -19,8 +19,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"time"
 )
@@ -45,7 +45,9 @@ var ErrNoCandidates = errors.New("no candidates")
 
 // DialFunc connects to one candidate. It must honour ctx and return a
 // connection only once it is ready to carry application bytes.
-type DialFunc[C any] func(ctx context.Context, c C) (*net.TCPConn, error)
+// T is the connection type, *net.TCPConn or net.Conn for a mix of TCP and
+// unix connections.
+type DialFunc[C any, T io.Closer] func(ctx context.Context, c C) (T, error)
 
 // Options tune a race. The zero value dials every candidate at once.
 type Options[C any] struct {
@@ -68,9 +70,9 @@ type Options[C any] struct {
 	Shuffle func(n int, swap func(i, j int))
 }
 
-type result struct {
+type result[T io.Closer] struct {
 	i    int
-	conn *net.TCPConn
+	conn T // valid when err is nil
 	err  error
 }
 
@@ -79,10 +81,13 @@ type result struct {
 // joined; when ctx ends first it returns an error wrapping ctx.Err().
 // Dials still in flight when Dial returns are cancelled, and their
 // connections closed, in the background.
-func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C]) (*net.TCPConn, C, error) {
-	var zero C
+func Dial[C any, T io.Closer](ctx context.Context, cands []C, dial DialFunc[C, T], o Options[C]) (T, C, error) {
+	var (
+		zero  C
+		noneT T
+	)
 	if len(cands) == 0 {
-		return nil, zero, ErrNoCandidates
+		return noneT, zero, ErrNoCandidates
 	}
 	report := func(i int, r Result, err error) {
 		if o.Report != nil {
@@ -91,7 +96,7 @@ func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C])
 	}
 	order := order(cands, o)
 	rctx, cancel := context.WithCancel(ctx)
-	results := make(chan result, len(order)) // dials never block on it
+	results := make(chan result[T], len(order)) // dials never block on it
 	var (
 		next, inflight int
 		launchNow      bool
@@ -115,7 +120,7 @@ func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C])
 		go func(n int) {
 			for range n {
 				res := <-results
-				if res.conn != nil {
+				if res.err == nil {
 					res.conn.Close()
 					report(res.i, Lost, nil)
 					continue
@@ -134,7 +139,7 @@ func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C])
 			inflight++
 			go func() {
 				c, err := dial(rctx, cands[i])
-				results <- result{i, c, err}
+				results <- result[T]{i, c, err}
 			}()
 			continue
 		}
@@ -144,7 +149,7 @@ func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C])
 		}
 		if inflight == 0 {
 			cancel()
-			return nil, zero, fmt.Errorf("all %d candidates failed: %w", len(cands), errors.Join(errs...))
+			return noneT, zero, fmt.Errorf("all %d candidates failed: %w", len(cands), errors.Join(errs...))
 		}
 		select {
 		case r := <-results:
@@ -162,7 +167,7 @@ func Dial[C any](ctx context.Context, cands []C, dial DialFunc[C], o Options[C])
 			launchNow = true
 		case <-ctx.Done():
 			finish(Failed)
-			return nil, zero, fmt.Errorf("race: %w", errors.Join(append([]error{ctx.Err()}, errs...)...))
+			return noneT, zero, fmt.Errorf("race: %w", errors.Join(append([]error{ctx.Err()}, errs...)...))
 		}
 	}
 }

@@ -23,7 +23,14 @@ type Client struct {
 // connection then carries the application's bytes. A failure status is a
 // *StatusError. ctx bounds the whole exchange.
 func (c *Client) Dial(ctx context.Context, node, src, dst netip.AddrPort) (*net.TCPConn, error) {
-	hdr, err := Header{Dst: dst, Src: src}.MarshalBinary()
+	return c.DialHeader(ctx, node, Header{Dst: dst, Src: src})
+}
+
+// DialHeader is Dial with a whole header, for the fields beyond source and
+// destination (the service name).
+func (c *Client) DialHeader(ctx context.Context, node netip.AddrPort, h Header) (*net.TCPConn, error) {
+	dst := h.Dst
+	hdr, err := h.MarshalBinary()
 	if err != nil {
 		return nil, err
 	}

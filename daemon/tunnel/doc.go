@@ -29,7 +29,8 @@
 //	        0|2   source port (absent for family 0)
 //	        ...   extensions up to H: each is type (1 byte), length L
 //	              (1 byte), L bytes of value. Receivers skip types they do
-//	              not know; none are defined in version 1.
+//	              not know. Type 1 (ExtService) is the service name
+//	              (1 to 255 bytes), used to find the pod's unix socket.
 //
 // The source is the client pod's address and port as the application sent
 // them, so the far side can connect to the application with the client's

@@ -43,7 +43,17 @@ type Header struct {
 	Dst netip.AddrPort
 	// Src is the client pod's address; the zero value when not sent.
 	Src netip.AddrPort
+	// Service is the name of the service the client addressed (extension
+	// ExtService), empty for a connection to a pod address. The server
+	// uses it to find the destination pod's unix socket.
+	Service string
 }
+
+// Extension types.
+const (
+	// ExtService carries Header.Service: 1 to 255 bytes of UTF-8.
+	ExtService = 1
+)
 
 // AppendBinary appends the encoded header to b.
 func (h Header) AppendBinary(b []byte) ([]byte, error) {
@@ -53,6 +63,9 @@ func (h Header) AppendBinary(b []byte) ([]byte, error) {
 	if h.Src.IsValid() && h.Src.Addr().Zone() != "" || h.Dst.Addr().Zone() != "" {
 		return b, fmt.Errorf("encode header: zoned addresses are not supported")
 	}
+	if len(h.Service) > 255 {
+		return b, fmt.Errorf("encode header: service name of %d bytes", len(h.Service))
+	}
 	start := len(b)
 	b = append(b, Magic...)
 	b = append(b, Version, 0, 0, 0)
@@ -61,6 +74,10 @@ func (h Header) AppendBinary(b []byte) ([]byte, error) {
 		b = appendAddrPort(b, h.Src)
 	} else {
 		b = append(b, 0)
+	}
+	if h.Service != "" {
+		b = append(b, ExtService, byte(len(h.Service)))
+		b = append(b, h.Service...)
 	}
 	binary.BigEndian.PutUint16(b[start+6:], uint16(len(b)-start))
 	return b, nil
@@ -146,7 +163,13 @@ func ParseHeader(b []byte) (Header, int, error) {
 		if len(p) < 2 || len(p) < 2+int(p[1]) {
 			return Header{}, 0, fmt.Errorf("%w: truncated extension", ErrMalformed)
 		}
-		// No extension types are defined in version 1: skip them all.
+		// Unknown types are skipped.
+		if p[0] == ExtService {
+			if p[1] == 0 {
+				return Header{}, 0, fmt.Errorf("%w: empty service", ErrMalformed)
+			}
+			h.Service = string(p[2 : 2+int(p[1])])
+		}
 		p = p[2+int(p[1]):]
 	}
 	return h, n, nil

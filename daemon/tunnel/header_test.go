@@ -22,6 +22,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 		{"v6 both", Header{Dst: ap("[fd00:2::2]:443"), Src: ap("[fd00:1::5]:1")}, 8 + 19 + 19},
 		{"mixed families", Header{Dst: ap("[fd00:2::2]:443"), Src: ap("10.0.0.1:5")}, 8 + 19 + 7},
 		{"v4-mapped encodes as v4", Header{Dst: ap("[::ffff:10.1.2.3]:80")}, 8 + 7 + 1},
+		{"service extension", Header{Dst: ap("198.19.2.2:8080"), Src: ap("198.19.1.5:1"), Service: "web"}, 8 + 7 + 7 + 2 + 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +42,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Header{Dst: unmap(tt.h.Dst), Src: unmap(tt.h.Src)}
+			want := Header{Dst: unmap(tt.h.Dst), Src: unmap(tt.h.Src), Service: tt.h.Service}
 			if got != want {
 				t.Errorf("decoded %+v, want %+v", got, want)
 			}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -17,18 +16,20 @@ import (
 // daemon implements it by dialing inside the destination pod's netns, with
 // src as the source address when it can.
 type Dialer interface {
-	// DialTarget connects to dst on behalf of the client pod src (the zero
-	// AddrPort when the client sent none). It returns an error wrapping
-	// ErrForbidden when dst is not served by this node.
-	DialTarget(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error)
+	// DialTarget connects to h.Dst on behalf of the client pod h.Src (the
+	// zero AddrPort when the client sent none). It returns an error
+	// wrapping ErrForbidden when h.Dst is not served by this node. The
+	// connection is TCP or, for a pod serving a unix socket, unix; either
+	// way it must support CloseWrite (see pump.Conn).
+	DialTarget(ctx context.Context, h Header) (net.Conn, error)
 }
 
 // DialerFunc adapts a function to the Dialer interface.
-type DialerFunc func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error)
+type DialerFunc func(ctx context.Context, h Header) (net.Conn, error)
 
 // DialTarget calls f.
-func (f DialerFunc) DialTarget(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
-	return f(ctx, src, dst)
+func (f DialerFunc) DialTarget(ctx context.Context, h Header) (net.Conn, error) {
+	return f(ctx, h)
 }
 
 // ErrForbidden is what a Dialer wraps to refuse a destination this node
@@ -93,7 +94,7 @@ type Server struct {
 	// the target connection, both ways with half-close, and closes both
 	// when done. The default is a minimal copy loop (to be replaced by
 	// daemon/pump).
-	Pipe func(client, target *net.TCPConn)
+	Pipe func(client *net.TCPConn, target net.Conn)
 }
 
 // Serve accepts tunnel connections on ln until ctx is done or ln fails.
@@ -146,7 +147,7 @@ func isTemporary(err error) bool {
 func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 	var (
 		mu     sync.Mutex
-		target *net.TCPConn
+		target net.Conn
 		done   bool
 	)
 	stop := context.AfterFunc(ctx, func() {
@@ -186,7 +187,7 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 		dt = DefaultDialTimeout
 	}
 	dctx, cancel := context.WithTimeout(ctx, dt)
-	t, err := s.Dialer.DialTarget(dctx, h.Src, h.Dst)
+	t, err := s.Dialer.DialTarget(dctx, h)
 	cancel()
 	if err != nil {
 		st, reason := dialStatus(err)
@@ -269,12 +270,14 @@ func dialStatus(err error) (Status, Reason) {
 // pipe copies both ways between a and b, propagating half-closes, and
 // closes both when both directions are done or either fails.
 // TODO: switch to daemon/pump once it exists (byte counting, metrics).
-func pipe(a, b *net.TCPConn) {
+func pipe(a *net.TCPConn, b net.Conn) {
 	errc := make(chan error, 2)
-	half := func(dst, src *net.TCPConn) {
+	half := func(dst, src net.Conn) {
 		_, err := io.Copy(dst, src)
 		if err == nil {
-			err = dst.CloseWrite()
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				err = cw.CloseWrite()
+			}
 		}
 		errc <- err
 	}

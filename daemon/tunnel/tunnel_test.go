@@ -50,7 +50,8 @@ type localDialer struct {
 	dsts []netip.AddrPort
 }
 
-func (d *localDialer) DialTarget(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
+func (d *localDialer) DialTarget(ctx context.Context, h Header) (net.Conn, error) {
+	src, dst := h.Src, h.Dst
 	d.mu.Lock()
 	d.srcs = append(d.srcs, src)
 	d.dsts = append(d.dsts, dst)
@@ -60,7 +61,7 @@ func (d *localDialer) DialTarget(ctx context.Context, src, dst netip.AddrPort) (
 	if err != nil {
 		return nil, err
 	}
-	return c.(*net.TCPConn), nil
+	return c, nil
 }
 
 // app is a one-connection application: it reads everything until the
@@ -142,10 +143,10 @@ func TestTunnelOKOnlyAfterTarget(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	inner := &localDialer{}
-	node, _ := startServer(t, &Server{Dialer: DialerFunc(func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
+	node, _ := startServer(t, &Server{Dialer: DialerFunc(func(ctx context.Context, h Header) (net.Conn, error) {
 		close(entered)
 		<-release
-		return inner.DialTarget(ctx, src, dst)
+		return inner.DialTarget(ctx, h)
 	})})
 	dst, got := app(t)
 	type result struct {
@@ -189,20 +190,20 @@ func TestTunnelDialFailures(t *testing.T) {
 		status Status
 		reason Reason
 	}{
-		{"refused", func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
-			return (&localDialer{}).DialTarget(ctx, src, refusedAddr)
+		{"refused", func(ctx context.Context, h Header) (net.Conn, error) {
+			return (&localDialer{}).DialTarget(ctx, Header{Src: h.Src, Dst: refusedAddr})
 		}, StatusRefused, ReasonDialRefused},
-		{"forbidden", func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
-			return nil, fmt.Errorf("pod %s: %w", dst, ErrForbidden)
+		{"forbidden", func(ctx context.Context, h Header) (net.Conn, error) {
+			return nil, fmt.Errorf("pod %s: %w", h.Dst, ErrForbidden)
 		}, StatusForbidden, ReasonDialForbidden},
-		{"unreachable", func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
+		{"unreachable", func(ctx context.Context, h Header) (net.Conn, error) {
 			return nil, &net.OpError{Op: "dial", Err: syscall.EHOSTUNREACH}
 		}, StatusUnreachable, ReasonDialUnreachable},
-		{"timeout", func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
+		{"timeout", func(ctx context.Context, h Header) (net.Conn, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}, StatusUnreachable, ReasonDialUnreachable},
-		{"other", func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
+		{"other", func(ctx context.Context, h Header) (net.Conn, error) {
 			return nil, errors.New("no such netns")
 		}, StatusFailed, ReasonDialFailed},
 	}
@@ -251,8 +252,8 @@ func TestServerRejects(t *testing.T) {
 	dialed := make(chan netip.AddrPort, 16)
 	s := &Server{
 		HeaderTimeout: 200 * time.Millisecond,
-		Dialer: DialerFunc(func(ctx context.Context, src, dst netip.AddrPort) (*net.TCPConn, error) {
-			dialed <- dst
+		Dialer: DialerFunc(func(ctx context.Context, h Header) (net.Conn, error) {
+			dialed <- h.Dst
 			return nil, errors.New("must not be called")
 		}),
 	}

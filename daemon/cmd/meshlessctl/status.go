@@ -43,10 +43,71 @@ func runStatus(args []string, stdout io.Writer) error {
 	if *adminAddr != "" {
 		fmt.Fprintf(stdout, "admin:   %s (%s)\n", adminReady(ctx, *adminAddr), *adminAddr)
 	}
-	fmt.Fprintf(stdout, "pods:    %d\n\n", len(pods))
-	if len(pods) == 0 {
-		return nil
+	st, stErr := c.Status(ctx)
+	if stErr == nil {
+		fmt.Fprintf(stdout, "node:    %s (tunnel %s, inbound policy %s)\n", st.Node, orDash(st.TunnelAddr), st.InboundPolicy)
+		updated := "never"
+		if !st.RoutesUpdated.IsZero() {
+			updated = st.RoutesUpdated.Format(time.RFC3339)
+		}
+		fmt.Fprintf(stdout, "routes:  %s, %d nodes, %d services, updated %s\n", st.Discovery, len(st.Nodes), len(st.Services), updated)
+		if st.DiscoveryError != "" {
+			fmt.Fprintf(stdout, "error:   %s (since %s; last good routes kept)\n", st.DiscoveryError, st.DiscoveryErrorAt.Format(time.RFC3339))
+		}
+	} else {
+		fmt.Fprintf(stdout, "routes:  unknown: %v\n", stErr)
 	}
+	fmt.Fprintf(stdout, "pods:    %d\n", len(pods))
+	if len(pods) > 0 {
+		if err := printPods(stdout, pods); err != nil {
+			return err
+		}
+	}
+	if stErr == nil {
+		return printRoutes(stdout, st)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printRoutes prints the routing table's nodes and services.
+func printRoutes(stdout io.Writer, st *cniapi.DaemonStatus) error {
+	if len(st.Nodes) > 0 {
+		fmt.Fprintln(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tTUNNEL\tPOD CIDRS\tSELF")
+		for _, n := range st.Nodes {
+			self := ""
+			if n.Self {
+				self = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Tunnel, strings.Join(n.PodCIDRs, ","), self)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(st.Services) > 0 {
+		fmt.Fprintln(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tVIPS\tPORTS\tENDPOINTS")
+		for _, s := range st.Services {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.VIPs, ","), strings.Join(s.Ports, ","), strings.Join(s.Endpoints, ","))
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+// printPods prints the registered pods.
+func printPods(stdout io.Writer, pods []cniapi.PodStatus) error {
+	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tCONTAINER\tIF\tIPS\tNETNS\tLISTENERS")
 	for _, p := range pods {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/app"
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/forward"
 )
 
 func main() {
@@ -55,6 +56,10 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", fmt.Sprintf(":%d", cniapi.TunnelPort), "address of the cross-node tunnel listener")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", cniapi.AdminPort), "address of /healthz, /readyz, /metrics")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close forwarded connections idle this long (0: never)")
+	fs.IntVar(&cfg.RaceFanout, "race-fanout", 0, "service endpoints dialled at once when racing (0: all)")
+	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
+	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
+	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", forward.DefaultMeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", false, "log JSON instead of text")
 	if err := fs.Parse(args); err != nil {
@@ -65,6 +70,12 @@ func parseFlags(args []string) (app.Config, error) {
 	}
 	if cfg.Registry != "" && cfg.Kubeconfig != "" {
 		return cfg, fmt.Errorf("--registry and --kubeconfig are exclusive")
+	}
+	if cfg.Kubeconfig != "" {
+		return cfg, fmt.Errorf("--kubeconfig: Kubernetes discovery is not implemented yet; use --registry")
+	}
+	if cfg.RaceFanout < 0 || cfg.RaceStagger < 0 || cfg.IdleTimeout < 0 {
+		return cfg, fmt.Errorf("--race-fanout, --race-stagger and --idle-timeout must not be negative")
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {

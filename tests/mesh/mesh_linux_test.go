@@ -1,0 +1,240 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/meshless/meshless/daemon/lab"
+)
+
+// TestMesh runs the suite on one lab: the subtests run in order and each
+// measures the metrics it changes.
+func TestMesh(t *testing.T) {
+	l := upLab(t)
+	client := "n1/p3"
+	cip := pod(t, l, client).IP.String()
+
+	listenPod(t, l, "n1/p1", appPort)
+	app21 := listenPod(t, l, "n2/p1", appPort)
+	app22 := listenPod(t, l, "n2/p2", appPort)
+	app23 := listenPod(t, l, "n2/p3", appPort)
+	app12 := listenPod(t, l, "n1/p2", appPort)
+
+	// outbound metric deltas on n1 around fn.
+	delta := func(fn func()) map[string]float64 {
+		paths := []string{"local", "uds", "remote", "passthrough"}
+		before := map[string]float64{}
+		for _, p := range paths {
+			before[p] = metric(t, l, 1, conns("outbound", p))
+		}
+		fn()
+		d := map[string]float64{}
+		for _, p := range paths {
+			d[p] = metric(t, l, 1, conns("outbound", p)) - before[p]
+		}
+		return d
+	}
+	expectPath := func(t *testing.T, d map[string]float64, path string) {
+		t.Helper()
+		for p, v := range d {
+			want := 0.0
+			if p == path {
+				want = 1
+			}
+			if v != want {
+				t.Errorf("outbound %s connections +%v, want +%v (all: %v)", p, v, want, d)
+			}
+		}
+	}
+
+	t.Run("same node", func(t *testing.T) {
+		d := delta(func() { check(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), cip, 1000) })
+		expectPath(t, d, "local")
+	})
+	t.Run("cross node", func(t *testing.T) {
+		in := metric(t, l, 2, conns("inbound", "remote"))
+		d := delta(func() { check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000) })
+		expectPath(t, d, "remote")
+		if got := metric(t, l, 2, conns("inbound", "remote")) - in; got != 1 {
+			t.Errorf("n2 inbound remote +%v, want +1", got)
+		}
+	})
+	t.Run("service VIP", func(t *testing.T) {
+		d := delta(func() { check(t, l, client, fmt.Sprintf("%s:%d", lab.ServiceVIP, lab.ServicePort), cip, 1000) })
+		if d["local"]+d["remote"] != 1 || d["uds"]+d["passthrough"] != 0 {
+			t.Errorf("service connection counted %v, want one local or remote", d)
+		}
+	})
+	t.Run("passthrough", func(t *testing.T) {
+		n2 := node(t, l, 2)
+		var ln net.Listener
+		if err := n2.Do(func() error {
+			var err error
+			ln, err = net.Listen("tcp4", addr(n2.Address, 9000))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		serveApp(t, ln)
+		d := delta(func() { check(t, l, client, addr(n2.Address, 9000), cip, 1000) })
+		expectPath(t, d, "passthrough")
+	})
+	t.Run("half-close", func(t *testing.T) {
+		// The client shuts its write side and still reads the reply,
+		// cross-node and same-node.
+		for _, dst := range []string{"n1/p1", "n2/p1"} {
+			c, err := dialFrom(l, client, addr(pod(t, l, dst).IP, appPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "ping")
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(c)
+			c.Close()
+			if err != nil {
+				t.Fatalf("%s: read after shutdown: %v", dst, err)
+			}
+			if want := cip + " 4 "; len(b) < len(want) || string(b[:len(want)]) != want {
+				t.Errorf("%s: answer %q after half-close", dst, b)
+			}
+		}
+	})
+	t.Run("uds", func(t *testing.T) {
+		udsLocal := listenUnix(t, l, "n1/p2", "uds-local")
+		udsRemote := listenUnix(t, l, "n2/p2", "uds-remote")
+		tcp12, tcp22 := app12.conns.Load(), app22.conns.Load()
+		d := delta(func() { check(t, l, client, udsLocalVIP+":80", "unix", 5000) })
+		expectPath(t, d, "uds")
+		in := metric(t, l, 2, conns("inbound", "uds"))
+		d = delta(func() { check(t, l, client, udsRemoteVIP+":80", "unix", 5000) })
+		expectPath(t, d, "remote")
+		if got := metric(t, l, 2, conns("inbound", "uds")) - in; got != 1 {
+			t.Errorf("n2 inbound uds +%v, want +1", got)
+		}
+		if udsLocal.conns.Load() != 1 || udsRemote.conns.Load() != 1 {
+			t.Errorf("unix sockets got %d and %d connections, want 1 each", udsLocal.conns.Load(), udsRemote.conns.Load())
+		}
+		if app12.conns.Load() != tcp12 || app22.conns.Load() != tcp22 {
+			t.Error("the pods' TCP listeners got connections meant for their unix sockets")
+		}
+	})
+	t.Run("race", func(t *testing.T) {
+		// n2/p3 drops every SYN to its app.
+		drop := []string{"INPUT", "-p", "tcp", "--syn", "--dport", strconv.Itoa(appPort), "-j", "DROP"}
+		iptables(t, l, "n2/p3", append([]string{"-I"}, drop...)...)
+		t.Cleanup(func() { iptables(t, l, "n2/p3", append([]string{"-D"}, drop...)...) })
+		lost := metric(t, l, 1, `meshless_race_total{result="lost"}`)
+		won := metric(t, l, 1, `meshless_race_total{result="won"}`)
+		b21, b22 := app21.bytes.Load(), app22.bytes.Load()
+		const n, size = 30, 10000
+		for i := range n {
+			start := time.Now()
+			check(t, l, client, raceVIP+":80", cip, size)
+			if d := time.Since(start); d > 700*time.Millisecond {
+				t.Errorf("connection %d took %v", i, d)
+			}
+		}
+		if got := metric(t, l, 1, `meshless_race_total{result="won"}`) - won; got != n {
+			t.Errorf("races won +%v, want +%d", got, n)
+		}
+		// Each race has at least the SYN-dropping endpoint lose; losers are
+		// reported as they are reaped.
+		eventually(t, 5*time.Second, func() error {
+			if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
+				return fmt.Errorf("races lost +%v, want at least +%d", got, n)
+			}
+			return nil
+		})
+		if c := app23.conns.Load(); c != 0 {
+			t.Errorf("the SYN-dropping endpoint accepted %d connections", c)
+		}
+		// Every byte reached exactly one winner: losers got none.
+		if got := app21.bytes.Load() - b21 + app22.bytes.Load() - b22; got != n*size {
+			t.Errorf("endpoints received %d bytes, want exactly %d", got, n*size)
+		}
+	})
+	t.Run("100MB", func(t *testing.T) {
+		const size = 100 << 20
+		check(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), cip, size)
+		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, size)
+	})
+	t.Run("malformed tunnel headers", func(t *testing.T) {
+		n1, n2 := node(t, l, 1), node(t, l, 2)
+		tun := addr(n2.Address, 15008)
+		bad := metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)
+		long := metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)
+		for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x01\x00\xff\xff" + string(make([]byte, 2000)))} {
+			err := n1.Do(func() error {
+				c, err := net.DialTimeout("tcp4", tun, 5*time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.Write(send)
+				_, err = io.ReadAll(c) // the daemon closes it
+				var ne net.Error
+				if err != nil && errors.As(err, &ne) && ne.Timeout() {
+					return fmt.Errorf("daemon did not close a bad tunnel: %w", err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, 5*time.Second, func() error {
+			if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
+				metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
+				return errors.New("bad headers not counted")
+			}
+			return nil
+		})
+		// Still up and serving.
+		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000)
+	})
+	t.Run("daemon restart", func(t *testing.T) {
+		if err := l.KillDaemon("n1"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := l.RestartDaemon(ctx, "n1"); err != nil {
+			t.Fatal(err)
+		}
+		// The new daemon restored the pods from its state: no CNI ADD.
+		eventually(t, 10*time.Second, func() error {
+			_, _, err := exchange(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), 10, 1)
+			return err
+		})
+		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000)
+		if v := metric(t, l, 1, conns("outbound", "local")); v < 1 {
+			t.Errorf("new daemon counted %v local connections", v)
+		}
+		if v := metric(t, l, 1, conns("outbound", "remote")); v != 1 {
+			t.Errorf("new daemon counted %v remote connections, want 1", v)
+		}
+	})
+}
+
+// iptables runs iptables inside the pod's netns.
+func iptables(t *testing.T, l *lab.Lab, ref string, args ...string) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command("iptables", append([]string{"-w"}, args...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := l.Run(ref, cmd); err != nil {
+		t.Fatalf("iptables %v in %s: %v\n%s", args, ref, err, out.String())
+	}
+}

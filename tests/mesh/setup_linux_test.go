@@ -1,0 +1,252 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/nstest"
+)
+
+// The extra services this suite adds to the lab's registry (the lab's own
+// default/web stays: VIP 198.18.100.10:80 to p1 of each node).
+const (
+	raceVIP      = "198.18.100.20" // n2/p1, n2/p2, n2/p3 (p3 drops SYNs)
+	udsLocalVIP  = "198.18.100.21" // n1/p2, serves a unix socket
+	udsRemoteVIP = "198.18.100.22" // n2/p2, serves a unix socket
+	appPort      = 8080
+	// meshletDir is meshlessd's default --meshlet-dir, which the lab's
+	// daemons use.
+	meshletDir = "/run/meshless/meshlet"
+)
+
+var (
+	binsOnce       sync.Once
+	binDir, cniDir string
+	binsErr        error
+)
+
+// bins builds meshlessd and meshless-cni from this tree and finds the
+// reference CNI plugins (.cache/cni/bin, $MESHLESS_CNI_BIN_DIR, or built
+// with go install).
+func bins(t *testing.T) (string, string) {
+	t.Helper()
+	binsOnce.Do(func() { binDir, cniDir, binsErr = buildBins() })
+	if binsErr != nil {
+		t.Fatalf("binaries: %v", binsErr)
+	}
+	return binDir, cniDir
+}
+
+func buildBins() (string, string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	tmp, err := os.MkdirTemp("", "meshless-mesh-bins-")
+	if err != nil {
+		return "", "", err
+	}
+	bin := filepath.Join(tmp, "bin")
+	for name, pkg := range map[string]string{"meshlessd": "./daemon/cmd/meshlessd", "meshless-cni": "./plugin/cmd/meshless-cni"} {
+		if err := goRun(root, "build", "-o", filepath.Join(bin, name), pkg); err != nil {
+			return "", "", err
+		}
+	}
+	if d := os.Getenv("MESHLESS_CNI_BIN_DIR"); d != "" {
+		return bin, d, nil
+	}
+	if cache := filepath.Join(root, ".cache", "cni", "bin"); fileExists(filepath.Join(cache, "bridge")) {
+		return bin, cache, nil
+	}
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/containernetworking/plugins").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("plugins version: %w", err)
+	}
+	v := strings.TrimSpace(string(out))
+	for _, p := range []string{"main/bridge", "main/loopback", "ipam/host-local"} {
+		if err := goRun(tmp, "install", "github.com/containernetworking/plugins/plugins/"+p+"@"+v); err != nil {
+			return "", "", err
+		}
+	}
+	return bin, filepath.Join(tmp, "gobin"), nil
+}
+
+func goRun(dir string, args ...string) error {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOBIN="+filepath.Join(dir, "gobin"))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
+	}
+	return nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// upLab builds a 2-node lab with 3 pods per node, adds this suite's
+// services to its registry and waits until both daemons route them. The
+// lab goes down when t ends.
+func upLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	nstest.RequireRoot(t)
+	b, c := bins(t)
+	name := fmt.Sprintf("mt%d", os.Getpid()%100000)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Options{Name: name, Nodes: 2, Pods: 3, BinDir: b, CNIBinDir: c, Log: logWriter{t}})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range l.Nodes() {
+				if b, err := os.ReadFile(n.Log); err == nil {
+					t.Logf("meshlessd %s log (tail):\n%s", n.Name, tail(string(b), 40))
+				}
+			}
+		}
+		if err := lab.Down(context.Background(), name, "", nil); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	writeRegistry(t, l)
+	return l
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// pod returns the lab pod ref.
+func pod(t *testing.T, l *lab.Lab, ref string) lab.Pod {
+	t.Helper()
+	p, err := l.Pod(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func node(t *testing.T, l *lab.Lab, i int) lab.Node {
+	t.Helper()
+	n, err := l.Node(i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// writeRegistry rewrites the lab's registry with its nodes, its web
+// service and this suite's services, then waits until every daemon's
+// status lists them.
+func writeRegistry(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	var b bytes.Buffer
+	b.WriteString("nodes:\n")
+	for _, n := range l.Nodes() {
+		fmt.Fprintf(&b, "  - {name: %s, address: %s, podCIDRs: [%s]}\n", n.Name, n.Address, n.PodCIDR)
+	}
+	b.WriteString("services:\n")
+	svc := func(name, vip string, port int, refs ...string) {
+		fmt.Fprintf(&b, "  - namespace: default\n    name: %s\n    vips: [%s]\n    ports:\n      - {name: http, port: %d, targetPort: %d, protocol: TCP}\n    endpoints:\n",
+			name, vip, port, appPort)
+		for _, r := range refs {
+			p := pod(t, l, r)
+			fmt.Fprintf(&b, "      - {ip: %s, node: %s}\n", p.IP, p.Node)
+		}
+	}
+	svc(lab.ServiceName, lab.ServiceVIP, lab.ServicePort, "n1/p1", "n2/p1")
+	svc("race", raceVIP, 80, "n2/p1", "n2/p2", "n2/p3")
+	svc("uds-local", udsLocalVIP, 80, "n1/p2")
+	svc("uds-remote", udsRemoteVIP, 80, "n2/p2")
+	tmp := l.Registry() + ".tmp"
+	if err := os.WriteFile(tmp, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, l.Registry()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes() {
+		eventually(t, 10*time.Second, func() error {
+			st, err := cniapi.NewClient(n.Socket).Status(context.Background())
+			if err != nil {
+				return err
+			}
+			if st.DiscoveryError != "" {
+				return fmt.Errorf("%s: %s", n.Name, st.DiscoveryError)
+			}
+			if len(st.Services) != 4 {
+				return fmt.Errorf("%s routes %d services, want 4", n.Name, len(st.Services))
+			}
+			return nil
+		})
+	}
+}
+
+// eventually polls cond every 10ms until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// metric reads one series of node i's daemon.
+func metric(t *testing.T, l *lab.Lab, i int, series string) float64 {
+	t.Helper()
+	v, err := node(t, l, i).Metric(context.Background(), series)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func conns(dir, path string) string {
+	return fmt.Sprintf(`meshless_connections_total{direction=%q,path=%q}`, dir, path)
+}
+
+// dialFrom connects from inside the pod ref to addr.
+func dialFrom(l *lab.Lab, ref, addr string) (*net.TCPConn, error) {
+	var c net.Conn
+	err := l.InPod(ref, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", addr, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func addr(ip netip.Addr, port int) string { return netip.AddrPortFrom(ip, uint16(port)).String() }
