@@ -7,13 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshless/meshless/internal/testbins"
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/lab"
@@ -32,64 +30,11 @@ const (
 	meshletDir = "/run/meshless/meshlet"
 )
 
-var (
-	binsOnce       sync.Once
-	binDir, cniDir string
-	binsErr        error
-)
-
-// bins builds meshlessd and meshless-cni from this tree and finds the
-// reference CNI plugins (.cache/cni/bin, $MESHLESS_CNI_BIN_DIR, or built
-// with go install).
+// bins returns the project's bin dir and the reference plugins' dir.
 func bins(t *testing.T) (string, string) {
 	t.Helper()
-	binsOnce.Do(func() { binDir, cniDir, binsErr = buildBins() })
-	if binsErr != nil {
-		t.Fatalf("binaries: %v", binsErr)
-	}
-	return binDir, cniDir
-}
-
-func buildBins() (string, string, error) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	tmp, err := os.MkdirTemp("", "meshless-mesh-bins-")
-	if err != nil {
-		return "", "", err
-	}
-	bin := filepath.Join(tmp, "bin")
-	for name, pkg := range map[string]string{"meshlessd": "./daemon/cmd/meshlessd", "meshless-cni": "./plugin/cmd/meshless-cni"} {
-		if err := goRun(root, "build", "-o", filepath.Join(bin, name), pkg); err != nil {
-			return "", "", err
-		}
-	}
-	if d := os.Getenv("MESHLESS_CNI_BIN_DIR"); d != "" {
-		return bin, d, nil
-	}
-	if cache := filepath.Join(root, ".cache", "cni", "bin"); fileExists(filepath.Join(cache, "bridge")) {
-		return bin, cache, nil
-	}
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/containernetworking/plugins").Output()
-	if err != nil {
-		return "", "", fmt.Errorf("plugins version: %w", err)
-	}
-	v := strings.TrimSpace(string(out))
-	for _, p := range []string{"main/bridge", "main/loopback", "ipam/host-local"} {
-		if err := goRun(tmp, "install", "github.com/containernetworking/plugins/plugins/"+p+"@"+v); err != nil {
-			return "", "", err
-		}
-	}
-	return bin, filepath.Join(tmp, "gobin"), nil
-}
-
-func goRun(dir string, args ...string) error {
-	cmd := exec.Command("go", args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOBIN="+filepath.Join(dir, "gobin"))
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
-	}
-	return nil
+	b := testbins.Get(t)
+	return b.Dir, b.RefDir
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
