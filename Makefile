@@ -12,7 +12,7 @@ CNI_PLUGINS := main/bridge main/loopback ipam/host-local
 # kernel state, and the machines have two cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 
-.PHONY: all help build deps cni-plugins test unit demo clean
+.PHONY: all help build deps cni-plugins test unit demo bench clean
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make test         install what tests need, then run every test (root for the netns tests)"
 	@echo "make unit         only the tests that need no root"
 	@echo "make cni-plugins  the reference CNI plugins into $(CNI_BIN_DIR)"
+	@echo "make bench        benchmarks on the lab: direct vs HAProxy sidecars vs meshless, into bench/results (root; BENCH_QUICK=1: ~3 min)"
 
 build:
 	@mkdir -p $(BIN)
@@ -52,8 +53,18 @@ demo: deps
 	@echo "==> built bin/ and the reference CNI plugins"
 	@$(BIN)/meshlessctl demo --bin-dir $(CURDIR)/$(BIN) --cni-bin-dir $(CNI_BIN_DIR)
 
+# Benchmarks (not part of `make test`): docs in README "Benchmarks".
+bench: build cni-plugins
+	@command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nftables iproute2; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/benchapp ./bench/cmd/benchapp
+	$(GO) build -o $(BIN)/meshless-bench ./bench/cmd/meshless-bench
+	$(BIN)/meshless-bench --bin-dir $(BIN) --cni-bin-dir $(CNI_BIN_DIR) --out bench/results
+
 unit:
 	$(GO) test -count=1 -short ./...
 
 clean:
 	rm -rf $(BIN)
+
+# The real-Kubernetes tests: kube-bins, e2e-k8s (and kube-bins before test).
+include tests/k8s/k8s.mk

@@ -54,6 +54,8 @@ type Config struct {
 	// MeshletDir holds the pods' Meshless folders (unix sockets);
 	// forward.DefaultMeshletDir when empty.
 	MeshletDir string
+	// Pprof serves /debug/pprof/ on the admin address.
+	Pprof bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Handler overrides the forwarding connection handler (the tunnel
@@ -88,8 +90,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Socket == "" {
 		cfg.Socket = cniapi.DefaultSocket
 	}
-	if cfg.Kubeconfig != "" {
-		return errors.New("--kubeconfig: Kubernetes discovery is not implemented yet; use --registry")
+	if cfg.Registry != "" && cfg.Kubeconfig != "" {
+		return errors.New("--registry and --kubeconfig are exclusive")
 	}
 	m := cfg.Metrics
 	if m == nil {
@@ -126,9 +128,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	pods.a = ag
 	defer ag.Close()
-	disc := &discovery{table: table, source: "none", log: log}
-	if cfg.Registry != "" {
+	disc := &discovery{table: table, source: "kubernetes (in-cluster)", log: log}
+	switch {
+	case cfg.Registry != "":
 		disc.source = "registry " + cfg.Registry
+	case cfg.Kubeconfig != "":
+		disc.source = "kubernetes (" + cfg.Kubeconfig + ")"
 	}
 
 	// Admin first: /healthz answers while the state is restored, /readyz
@@ -161,23 +166,27 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
-	serve("admin", func() error {
-		return cniserver.Serve(ctx, adminLn, admin.NewHandler(ready, m.Registry))
-	})
+	adminH := admin.NewHandler(ready, m.Registry)
+	if cfg.Pprof {
+		adminH = admin.WithPprof(adminH)
+	}
+	serve("admin", func() error { return cniserver.Serve(ctx, adminLn, adminH) })
 	defer wg.Wait()
 	wg.Go(func() { nodeAddrs.Run(ctx, 0, log) })
 
-	// The first registry poll completes before the pods' listeners open,
-	// so the first connections already follow the file's routes.
+	// The first registry poll (or Kubernetes sync) completes before the
+	// pods' listeners open, so the first connections already follow the
+	// routes. Without --registry the source is Kubernetes: --kubeconfig,
+	// else the in-cluster configuration.
+	first := make(chan struct{})
 	if cfg.Registry != "" {
-		first := make(chan struct{})
 		serve("registry", func() error { return disc.watchRegistry(ctx, cfg.Registry, first) })
-		select {
-		case <-first:
-		case <-ctx.Done():
-		}
 	} else {
-		log.Warn("no discovery (--registry): every connection is passthrough")
+		serve("kubernetes", func() error { return disc.watchKube(ctx, cfg.Kubeconfig, first) })
+	}
+	select {
+	case <-first:
+	case <-ctx.Done():
 	}
 	// The tunnel listener binds now (a wrong address fails the start) and
 	// serves once the pods are restored; until then connections wait in

@@ -23,11 +23,16 @@ import (
 func TestRunServesAndShutsDown(t *testing.T) {
 	nstest.RequireRoot(t)
 	dir := t.TempDir()
+	reg := filepath.Join(dir, "registry.yaml")
+	if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := app.Config{
 		NodeName:  "n1",
 		Socket:    filepath.Join(dir, "run", "cni.sock"),
 		StateDir:  filepath.Join(dir, "state"),
 		AdminAddr: "127.0.0.1:0",
+		Registry:  reg,
 	}
 	pod := podtest.NewPod(t, "198.19.1.2/24")
 	p := podtest.Pod("c1", pod, "198.19.1.2")
@@ -95,4 +100,23 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestRunNeedsDiscovery: without --registry or --kubeconfig outside a
+// cluster the daemon refuses to start and says what to give it.
+func TestRunNeedsDiscovery(t *testing.T) {
+	nstest.RequireRoot(t)
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := app.Run(ctx, app.Config{
+		NodeName:  "n1",
+		Socket:    filepath.Join(dir, "run", "cni.sock"),
+		StateDir:  filepath.Join(dir, "state"),
+		AdminAddr: "127.0.0.1:0",
+	})
+	if err == nil || !strings.Contains(err.Error(), "--registry") || !strings.Contains(err.Error(), "--kubeconfig") {
+		t.Fatalf("Run without discovery = %v, want an error naming --registry and --kubeconfig", err)
+	}
 }

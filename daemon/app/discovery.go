@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/kube"
 	"github.com/meshless/meshless/daemon/registry"
 	"github.com/meshless/meshless/daemon/routes"
 )
 
-// discovery feeds the routing table from the registry file and remembers
+// discovery feeds the routing table from the registry file or the
+// Kubernetes API and remembers
 // what status reports: when the table changed and the last error.
 type discovery struct {
 	table  *routes.Table
@@ -26,6 +28,8 @@ type discovery struct {
 	updated time.Time
 	err     string
 	errAt   time.Time
+	// kube, when set, reports API server errors the table never sees.
+	kube *kube.Source
 }
 
 // watchRegistry polls path until ctx is done; first is closed after the
@@ -64,6 +68,11 @@ func (d *discovery) status(base cniapi.DaemonStatus) *cniapi.DaemonStatus {
 	st.Discovery = d.source
 	d.mu.Lock()
 	st.RoutesUpdated, st.DiscoveryError, st.DiscoveryErrorAt = d.updated, d.err, d.errAt
+	if d.kube != nil && st.DiscoveryError == "" {
+		if ks := d.kube.Status(); ks.LastError != "" {
+			st.DiscoveryError, st.DiscoveryErrorAt = "kubernetes: "+ks.LastError, ks.LastErrorTime
+		}
+	}
 	d.mu.Unlock()
 	snap := d.table.Snapshot()
 	m := snap.Model()
@@ -110,4 +119,48 @@ func withStatus(h http.Handler, status func() *cniapi.DaemonStatus) http.Handler
 	})
 	mux.Handle("/", h)
 	return mux
+}
+
+// kubeSyncWait bounds how long a starting daemon waits for the first
+// Kubernetes model before it reopens the pods' listeners: pods already
+// running must not stay unreachable because the API server is slow; until
+// the model arrives their connections are passthrough.
+const kubeSyncWait = 15 * time.Second
+
+// watchKube runs the Kubernetes source until ctx is done; first is closed
+// once the first model is in the table or kubeSyncWait passed.
+func (d *discovery) watchKube(ctx context.Context, kubeconfig string, first chan<- struct{}) error {
+	var once sync.Once
+	done := func() { once.Do(func() { close(first) }) }
+	defer done()
+	cfg, err := kube.RESTConfig(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes discovery: %w (give --registry FILE, --kubeconfig FILE, or run in a cluster)", err)
+	}
+	src, err := kube.New(cfg, func(m routes.Model) {
+		if err := d.table.Update(m); err != nil {
+			d.fail(fmt.Errorf("kubernetes: %w", err))
+			return
+		}
+		d.mu.Lock()
+		d.updated, d.err, d.errAt = time.Now(), "", time.Time{}
+		d.mu.Unlock()
+		d.log.Info("routes updated", "source", "kubernetes", "nodes", len(m.Nodes), "services", len(m.Services))
+	}, d.log)
+	if err != nil {
+		return fmt.Errorf("kubernetes discovery: %w", err)
+	}
+	d.mu.Lock()
+	d.kube = src
+	d.mu.Unlock()
+	go func() {
+		select {
+		case <-src.Synced():
+		case <-time.After(kubeSyncWait):
+			d.log.Warn("kubernetes discovery not synced yet; starting with passthrough routes", "waited", kubeSyncWait)
+		case <-ctx.Done():
+		}
+		done()
+	}()
+	return src.Run(ctx)
 }

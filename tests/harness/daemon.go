@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,6 +66,14 @@ func StartDaemon(t testing.TB, bins Bins, o DaemonOptions) *Daemon {
 		"--socket", d.Socket,
 		"--state-dir", filepath.Join(o.Dir, "state"),
 		"--admin-addr", d.Admin,
+	}
+	if !slices.Contains(o.Args, "--kubeconfig") && !slices.Contains(o.Args, "--registry") {
+		// An empty registry: this daemon routes nothing but passthrough.
+		reg := filepath.Join(o.Dir, "registry.yaml")
+		if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
+			t.Fatalf("registry: %v", err)
+		}
+		args = append(args, "--registry", reg)
 	}
 	args = append(args, o.Args...)
 	name := bins.Path("meshlessd")

@@ -60,6 +60,7 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
 	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
 	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", forward.DefaultMeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on --admin-addr (profiling; off by default)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", false, "log JSON instead of text")
 	if err := fs.Parse(args); err != nil {
@@ -70,9 +71,6 @@ func parseFlags(args []string) (app.Config, error) {
 	}
 	if cfg.Registry != "" && cfg.Kubeconfig != "" {
 		return cfg, fmt.Errorf("--registry and --kubeconfig are exclusive")
-	}
-	if cfg.Kubeconfig != "" {
-		return cfg, fmt.Errorf("--kubeconfig: Kubernetes discovery is not implemented yet; use --registry")
 	}
 	if cfg.RaceFanout < 0 || cfg.RaceStagger < 0 || cfg.IdleTimeout < 0 {
 		return cfg, fmt.Errorf("--race-fanout, --race-stagger and --idle-timeout must not be negative")
