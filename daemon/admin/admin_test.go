@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -42,5 +43,31 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("GET %s = %d %.300q, want %d with %q", tt.path, resp.StatusCode, b, tt.wantCode, tt.want)
 			}
 		})
+	}
+}
+
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	m := metrics.New()
+	h := NewHandler(func() error { return nil }, m.Registry)
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+		want int
+	}{{"off", h, 404}, {"on", WithPprof(h), 200}} {
+		srv := httptest.NewServer(c.h)
+		resp, err := srv.Client().Get(srv.URL + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: GET /debug/pprof/ = %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+		resp, err = srv.Client().Get(srv.URL + "/readyz")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s: /readyz %v %v", c.name, resp, err)
+		}
+		resp.Body.Close()
+		srv.Close()
 	}
 }

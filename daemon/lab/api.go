@@ -242,6 +242,20 @@ func (l *Lab) KillDaemon(node string) error {
 // RestartDaemon stops the node's daemon (SIGTERM), starts a new one over
 // the same state and waits until it is ready.
 func (l *Lab) RestartDaemon(ctx context.Context, node string) error {
+	return l.restartDaemon(ctx, node, nil)
+}
+
+// RestartDaemonWith is RestartDaemon with extra replacing the further
+// meshlessd flags of the node (Options.DaemonArgs), e.g. to switch
+// --race-fanout between benchmark runs.
+func (l *Lab) RestartDaemonWith(ctx context.Context, node string, extra []string) error {
+	if extra == nil {
+		extra = []string{}
+	}
+	return l.restartDaemon(ctx, node, extra)
+}
+
+func (l *Lab) restartDaemon(ctx context.Context, node string, extra []string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := l.st.node(node)
@@ -252,6 +266,9 @@ func (l *Lab) RestartDaemon(ctx context.Context, node string) error {
 		if err := stopPID(n.PID); err != nil {
 			return fmt.Errorf("stop meshlessd on %s: %w", node, err)
 		}
+	}
+	if extra != nil {
+		n.ExtraArgs = append([]string(nil), extra...)
 	}
 	if err := l.st.startDaemon(n); err != nil {
 		return err

@@ -28,14 +28,14 @@ const (
 
 // daemonArgs is node n's meshlessd command line, without the program.
 func (s *State) daemonArgs(n *NodeState) []string {
-	return []string{
+	return append([]string{
 		"--node-name", n.Name,
 		"--socket", n.Socket,
 		"--state-dir", n.DaemonStateDir,
 		"--registry", s.Registry,
 		"--tunnel-addr", net.JoinHostPort(n.Address, "15008"),
 		"--admin-addr", n.AdminAddr,
-	}
+	}, n.ExtraArgs...)
 }
 
 // startDaemon starts node n's meshlessd inside the node netns, in its own

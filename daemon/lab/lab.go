@@ -54,6 +54,9 @@ type Options struct {
 	Root string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// DaemonArgs are further meshlessd flags for every node's daemon,
+	// e.g. --pprof or --race-fanout 1 (benchmarks).
+	DaemonArgs []string
 	// KeepOnError leaves what a failed Up made, for inspection; by default
 	// a failed Up tears it down.
 	KeepOnError bool
@@ -163,6 +166,7 @@ func (l *Lab) up(ctx context.Context, o Options) error {
 			Address: nodeAddr(i), PodCIDR: nodePodCIDR(i),
 			Dir:       filepath.Join(s.Dir, fmt.Sprintf("n%d", i)),
 			AdminAddr: "127.0.0.1:15020",
+			ExtraArgs: append([]string(nil), o.DaemonArgs...),
 		}
 		n.Socket = filepath.Join(n.Dir, "run", "cni.sock")
 		n.DaemonStateDir = filepath.Join(n.Dir, "state")

@@ -80,6 +80,9 @@ type NodeState struct {
 	AdminAddr string `json:"adminAddr"`
 	// PID is the daemon's process ID, 0 when not started.
 	PID int `json:"pid,omitempty"`
+	// ExtraArgs are further meshlessd flags (Options.DaemonArgs,
+	// RestartDaemonWith).
+	ExtraArgs []string `json:"extraArgs,omitempty"`
 	// Pods are the node's pods, in order.
 	Pods []*PodState `json:"pods"`
 }
