@@ -1,6 +1,6 @@
 // Package kube is the Kubernetes discovery source of the routing table: it
 // watches Services, EndpointSlices (discovery.k8s.io/v1), Pods and Nodes
-// with client-go shared informers and hands a complete routes.Model to a
+// with client-go informers and hands a complete routes.Model to a
 // callback after every change.
 //
 //	cfg, err := kube.RESTConfig(kubeconfig) // "" = in-cluster
@@ -44,10 +44,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
@@ -93,12 +93,10 @@ type Status struct {
 
 // Source watches the Kubernetes API and delivers routing models.
 type Source struct {
-	client  kubernetes.Interface
 	onModel func(routes.Model)
 	log     *slog.Logger
 	opts    Options
 
-	factory   informers.SharedInformerFactory
 	informers []cache.SharedIndexInformer
 	services  listerscorev1.ServiceLister
 	slices    listersdiscoveryv1.EndpointSliceLister
@@ -160,20 +158,12 @@ func NewWithOptions(cfg *rest.Config, onModel func(routes.Model), log *slog.Logg
 	// Every request the informers make tells whether the API server is
 	// reachable: the reflectors retry refused connections silently.
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &observer{rt: rt, s: s} })
-	cs, err := kubernetes.NewForConfig(cfg)
+	lws, err := restListWatchers(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("kube: client: %w", err)
+		return nil, fmt.Errorf("kube: %w", err)
 	}
-	s.init(cs)
+	s.init(lws)
 	return s, nil
-}
-
-// NewForClient returns a Source that uses client (a fake clientset in
-// tests). LastError then only reports what the informers report.
-func NewForClient(client kubernetes.Interface, onModel func(routes.Model), log *slog.Logger, opts Options) *Source {
-	s := newSource(onModel, log, opts)
-	s.init(client)
-	return s
 }
 
 func newSource(onModel func(routes.Model), log *slog.Logger, opts Options) *Source {
@@ -195,18 +185,22 @@ func newSource(onModel func(routes.Model), log *slog.Logger, opts Options) *Sour
 	}
 }
 
-func (s *Source) init(client kubernetes.Interface) {
-	s.client = client
-	s.factory = informers.NewSharedInformerFactory(client, s.opts.Resync)
-	svcInf := s.factory.Core().V1().Services()
-	esInf := s.factory.Discovery().V1().EndpointSlices()
-	podInf := s.factory.Core().V1().Pods()
-	nodeInf := s.factory.Core().V1().Nodes()
-	s.services, s.slices, s.pods, s.nodes = svcInf.Lister(), esInf.Lister(), podInf.Lister(), nodeInf.Lister()
+func (s *Source) init(lws listWatchers) {
+	informer := func(lw cache.ListerWatcher, obj runtime.Object) cache.SharedIndexInformer {
+		return cache.NewSharedIndexInformer(lw, obj, s.opts.Resync, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	}
+	svcInf := informer(lws.services, &corev1.Service{})
+	esInf := informer(lws.slices, &discoveryv1.EndpointSlice{})
+	podInf := informer(lws.pods, &corev1.Pod{})
+	nodeInf := informer(lws.nodes, &corev1.Node{})
+	s.services = listerscorev1.NewServiceLister(svcInf.GetIndexer())
+	s.slices = listersdiscoveryv1.NewEndpointSliceLister(esInf.GetIndexer())
+	s.pods = listerscorev1.NewPodLister(podInf.GetIndexer())
+	s.nodes = listerscorev1.NewNodeLister(nodeInf.GetIndexer())
 
 	// Pods and Nodes are the big objects; keep only what the model uses.
-	must(podInf.Informer().SetTransform(trimPod))
-	must(nodeInf.Informer().SetTransform(trimNode))
+	must(podInf.SetTransform(trimPod))
+	must(nodeInf.SetTransform(trimNode))
 
 	all := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { s.trigger() },
@@ -230,7 +224,7 @@ func (s *Source) init(client kubernetes.Interface) {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
-		{svcInf.Informer(), all}, {esInf.Informer(), all}, {podInf.Informer(), pods}, {nodeInf.Informer(), all},
+		{svcInf, all}, {esInf, all}, {podInf, pods}, {nodeInf, all},
 	} {
 		if _, err := x.inf.AddEventHandler(x.h); err != nil {
 			panic(err) // only fails once the informer has stopped
@@ -276,8 +270,14 @@ func (s *Source) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.factory.Start(ctx.Done())
-	defer s.factory.Shutdown()
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // the informers stop with ctx
+		wg.Wait()
+	}()
+	for _, inf := range s.informers {
+		wg.Go(func() { inf.Run(ctx.Done()) })
+	}
 
 	s.log.Info("kubernetes discovery: waiting for caches")
 	syncs := make([]cache.InformerSynced, 0, len(s.informers))

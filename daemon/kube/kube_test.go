@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"testing"
@@ -9,9 +10,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshless/meshless/daemon/routes"
 )
@@ -199,4 +204,45 @@ func TestNewNeedsConfig(t *testing.T) {
 	if _, err := RESTConfig("/nonexistent/kubeconfig"); err == nil {
 		t.Fatal("RESTConfig of a missing file succeeded")
 	}
+}
+
+// NewForClient returns a Source over a (fake) clientset, for tests. The
+// daemon itself never links the clientset (see client.go).
+func NewForClient(cs kubernetes.Interface, onModel func(routes.Model), log *slog.Logger, opts Options) *Source {
+	s := newSource(onModel, log, opts)
+	lw := func(list func(context.Context, metav1.ListOptions) (runtime.Object, error), watch func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
+		// The fake clientset cannot stream lists (WatchList): say so, as
+		// the generated informers do, so the reflector lists instead.
+		return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+			ListWithContextFunc:  list,
+			WatchFuncWithContext: watch,
+		}, cs)
+	}
+	s.init(listWatchers{
+		services: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return cs.CoreV1().Services("").List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return cs.CoreV1().Services("").Watch(ctx, o)
+			}),
+		slices: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return cs.DiscoveryV1().EndpointSlices("").List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return cs.DiscoveryV1().EndpointSlices("").Watch(ctx, o)
+			}),
+		pods: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return cs.CoreV1().Pods("").List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return cs.CoreV1().Pods("").Watch(ctx, o)
+			}),
+		nodes: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return cs.CoreV1().Nodes().List(ctx, o)
+		},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return cs.CoreV1().Nodes().Watch(ctx, o)
+			}),
+	})
+	return s
 }

@@ -29,6 +29,12 @@ type DaemonOptions struct {
 	// Netns, when set, runs the daemon inside that named netns (ip netns
 	// exec), as a node of a lab.
 	Netns string
+	// NetnsPath, when set, runs the daemon inside the netns at that path
+	// only (nsenter --net): unlike Netns, it shares the test's mount
+	// namespace, so it sees the netns bind mounts a container runtime
+	// makes meanwhile. The admin endpoint is then reached from inside that
+	// netns.
+	NetnsPath string
 }
 
 // Daemon is a running meshlessd.
@@ -41,6 +47,7 @@ type Daemon struct {
 	// Admin is the admin endpoint's host:port.
 	Admin   string
 	LogPath string
+	hc      *http.Client
 }
 
 // StartDaemon starts meshlessd and waits until /readyz answers 200. The
@@ -60,6 +67,10 @@ func StartDaemon(t testing.TB, bins Bins, o DaemonOptions) *Daemon {
 		Admin:   freeAddr(t),
 		LogPath: filepath.Join(o.Dir, fmt.Sprintf("meshlessd.%d.log", time.Now().UnixNano())),
 		done:    make(chan struct{}),
+		hc:      http.DefaultClient,
+	}
+	if o.NetnsPath != "" {
+		d.hc = &http.Client{Transport: &http.Transport{DialContext: netnsDialer(o.NetnsPath), DisableKeepAlives: true}}
 	}
 	args := []string{
 		"--node-name", o.NodeName,
@@ -77,9 +88,13 @@ func StartDaemon(t testing.TB, bins Bins, o DaemonOptions) *Daemon {
 	}
 	args = append(args, o.Args...)
 	name := bins.Path("meshlessd")
-	if o.Netns != "" {
+	switch {
+	case o.Netns != "":
 		args = append([]string{"netns", "exec", o.Netns, name}, args...)
 		name = "ip"
+	case o.NetnsPath != "":
+		args = append([]string{"--net=" + o.NetnsPath, "--", name}, args...)
+		name = "nsenter"
 	}
 	logf, err := os.Create(d.LogPath)
 	if err != nil {
@@ -131,7 +146,7 @@ func (d *Daemon) Get(path string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.Admin+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.hc.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}

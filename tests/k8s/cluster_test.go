@@ -268,6 +268,12 @@ func (c *Cluster) APIURL() string { return fmt.Sprintf("https://127.0.0.1:%d", c
 
 // KubeconfigFor returns a kubeconfig that authenticates with token.
 func (c *Cluster) KubeconfigFor(token string) string {
+	return c.kubeconfigAt(c.APIURL(), token)
+}
+
+// kubeconfigAt is KubeconfigFor with another URL for the apiserver (a
+// proxy to it, e.g. from inside a node's netns).
+func (c *Cluster) kubeconfigAt(server, token string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -284,7 +290,7 @@ contexts:
 - name: e2e
   context: {cluster: e2e, user: u}
 current-context: e2e
-`, c.APIURL(), c.path("certs", "apiserver.crt"), token)
+`, server, c.path("certs", "apiserver.crt"), token)
 }
 
 // Kubectl runs the cluster's kubectl with the admin kubeconfig.

@@ -53,6 +53,21 @@ func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 		return 0
 	}
 
+	// The daemon has synced once its table holds the cluster's nodes.
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		st, err := client.Status(ctx)
+		if err != nil {
+			t.Fatalf("daemon status: %v", err)
+		}
+		if len(st.Nodes) > 0 {
+			t.Logf("meshlessd synced with the API server in %v", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("meshlessd did not sync in 30s: %+v", st)
+		}
+	}
+
 	if _, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "api"},
 		Spec: corev1.ServiceSpec{
@@ -62,19 +77,44 @@ func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The Service first, so that what is timed is one endpoint change.
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if eps, _ := endpoints(); eps != nil {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("meshlessd did not learn of service %s/api in 15s", ns)
+		}
+	}
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, testPod("api-1", "n1", map[string]string{"app": "api"}), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	sw := watchSlices(ctx, t, c, ns)
+	readyAt := time.Now()
 	c.SetPodStatus(ctx, ns, "api-1", "198.19.1.20", true)
 	want := "198.19.1.20@n1"
 	took := waitFor("the ready pod", func(eps []string) bool { return slices.Contains(eps, want) })
-	t.Logf("meshlessd routes %s/api -> %s %v after the pod became ready", ns, want, took.Round(time.Millisecond))
+	seen := readyAt.Add(took)
+	// The EndpointSlice controller's own delay is not the daemon's: time
+	// the daemon from the slice update it reacts to.
+	sliceAt, ok := sw.firstReady("api", readyAt, []string{"198.19.1.20"})
+	if !ok {
+		t.Fatalf("no EndpointSlice of %s/api with the pod was seen", ns)
+	}
+	t.Logf("meshlessd routes %s/api -> %s %v after the pod became ready, %v after the EndpointSlice update",
+		ns, want, took.Round(time.Millisecond), seen.Sub(sliceAt).Round(time.Millisecond))
+	if d := seen.Sub(sliceAt); d > time.Second {
+		t.Errorf("the endpoint reached the daemon's table %v after the EndpointSlice update, want within a second", d)
+	}
 
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "api-1", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		t.Fatal(err)
 	}
 	took = waitFor("the pod's removal", func(eps []string) bool { return eps != nil && !slices.Contains(eps, want) })
 	t.Logf("meshlessd dropped %s %v after the pod was deleted", want, took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("the removal reached the daemon's table after %v, want within a second", took)
+	}
 	if _, src := endpoints(); src != fmt.Sprintf("kubernetes (%s)", c.Kubeconfig) {
 		t.Errorf("status discovery = %q, want kubernetes with the kubeconfig", src)
 	}

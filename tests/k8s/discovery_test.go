@@ -206,6 +206,7 @@ func TestKubernetes(t *testing.T) {
 	}
 	t.Run("daemon", func(t *testing.T) { testDaemon(ctx, t, c) })
 	t.Run("manifests", func(t *testing.T) { testManifests(ctx, t, c) })
+	t.Run("node", func(t *testing.T) { testNode(ctx, t, c) })
 }
 
 func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {

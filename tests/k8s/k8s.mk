@@ -1,12 +1,14 @@
 # Real-Kubernetes tests. Included by the Makefile (include tests/k8s/k8s.mk);
 # uses its GO, CACHE and TEST_FLAGS.
 #
-#   make kube-bins   kube-apiserver, kube-controller-manager and kubectl
-#                    $(KUBE_VERSION) from the Go module proxy into
-#                    $(KUBE_BIN_DIR) (first time ~10 min on 2 cores, then
-#                    cached), and etcd from apt (Debian etcd-server) if missing
+#   make kube-bins   kube-apiserver, kube-controller-manager, kubectl and
+#                    kubelet $(KUBE_VERSION) and crictl from the Go module
+#                    proxy into $(KUBE_BIN_DIR) (first time ~10 min on 2
+#                    cores, then cached), and from apt if missing: etcd
+#                    (Debian etcd-server), containerd and runc
 #   make e2e-k8s     the discovery source and the install/kubernetes manifests
-#                    against that control plane (about 20 s)
+#                    against that control plane, then a real node (kubelet +
+#                    containerd + the CNI chain + meshlessd; about 60 s in all)
 #
 # `make test` runs ./... which includes tests/k8s, so it needs the binaries
 # too: kube-bins is added to its prerequisites here.

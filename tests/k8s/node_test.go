@@ -1,0 +1,330 @@
+package k8s
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/tests/harness"
+)
+
+const localOutbound = `meshless_connections_total{direction="outbound",path="local"}`
+
+// testNode runs a real kubelet and containerd (see node_harness_test.go)
+// with meshless-cni installed by `meshlessctl install-cni` after the bridge
+// plugin, and meshlessd on the node: pods the kubelet starts are meshed,
+// registered with their Kubernetes identity, reach each other through a
+// Service VIP via the daemon, and are deregistered when deleted. Pods
+// created while the daemon is down come up meshed once it starts.
+func testNode(ctx context.Context, t *testing.T, c *Cluster) {
+	nstest.RequireRoot(t)
+	bins := harness.Binaries(t)
+	n := StartNode(t, c, bins)
+	const ns = "node-e2e"
+
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Pods need the namespace's default ServiceAccount (admission); do not
+	// wait for the controller to make it.
+	if _, err := c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	d := n.StartDaemon()
+	client := cniapi.NewClient(d.Socket)
+	t.Logf("meshlessd ready in %v", time.Since(t0).Round(time.Millisecond))
+
+	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.Spec.ClusterIP
+
+	// A server pod: started by the kubelet, meshed by the chain.
+	t0 = time.Now()
+	server := n.createPod(ctx, ns, serverPod("web-1"))
+	server = n.waitPodRunning(ctx, server, 120*time.Second)
+	t.Logf("pod %s/%s Running (IP %s) %v after creation", ns, server.Name, server.Status.PodIP, time.Since(t0).Round(time.Millisecond))
+	n.checkMeshed(ctx, client, server)
+
+	// The daemon routes the Service VIP to the pod on this node.
+	t0 = time.Now()
+	want := server.Status.PodIP + "@" + n.Name
+	waitUntil(t, "meshlessd routing "+ns+"/web to "+want, 30*time.Second, func() (bool, string) {
+		st, err := client.Status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range st.Services {
+			if s.Name == ns+"/web" {
+				return slices.Contains(s.Endpoints, want), fmt.Sprintf("%+v", s)
+			}
+		}
+		return false, "no service " + ns + "/web"
+	})
+	t.Logf("meshlessd routes %s (%s) -> %s %v later", ns+"/web", vip, want, time.Since(t0).Round(time.Millisecond))
+
+	// A client pod calls the VIP: no kube-proxy runs here, so only the
+	// daemon can carry it, on its same-node (local) path.
+	const requests = 5
+	before := d.Metric(localOutbound)
+	t0 = time.Now()
+	cl := n.createPod(ctx, ns, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client-1"},
+		Spec: podSpec(corev1.RestartPolicyNever, "client",
+			"/demo-client", "--n", fmt.Sprint(requests), "--new-conn", "--timeout", "10s", fmt.Sprintf("http://%s/", vip)),
+	})
+	cl = n.waitPodDone(ctx, cl, 120*time.Second)
+	log, err := n.PodLog(cl, "client")
+	if cl.Status.Phase != corev1.PodSucceeded {
+		t.Fatalf("client pod %s (%s); log (%v):\n%s", cl.Status.Phase, containerState(cl), err, log)
+	}
+	if !strings.Contains(log, "instance=web-1 ") {
+		t.Errorf("client log does not show web-1 answering:\n%s", log)
+	}
+	after := d.Metric(localOutbound)
+	t.Logf("client pod Succeeded %v after creation; %s %v -> %v; its log:\n%s", time.Since(t0).Round(time.Millisecond), localOutbound, before, after, strings.TrimSpace(log))
+	if after-before < requests {
+		t.Errorf("%s rose by %v, want >= %d (one per request, --new-conn)", localOutbound, after-before, requests)
+	}
+
+	// Deleting the server pod deregisters it (the kubelet's StopPodSandbox
+	// runs CNI DEL).
+	t0 = time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, server.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "deregistration of "+server.Name, 60*time.Second, func() (bool, string) {
+		reg, err := findRegistration(ctx, client, server.UID)
+		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	})
+	t.Logf("%s deregistered %v after deletion", server.Name, time.Since(t0).Round(time.Millisecond))
+
+	// With the daemon down, ADD fails with code 11 (try again later) and
+	// the kubelet retries; once the daemon is back the pod comes up meshed.
+	d.Stop()
+	t0 = time.Now()
+	late := n.createPod(ctx, ns, serverPod("web-2"))
+	waitUntil(t, "FailedCreatePodSandBox for web-2", 60*time.Second, func() (bool, string) {
+		evs, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web-2,reason=FailedCreatePodSandBox"})
+		if err != nil || len(evs.Items) == 0 {
+			return false, fmt.Sprint(err)
+		}
+		msg := evs.Items[0].Message
+		if !strings.Contains(msg, "meshless daemon unreachable") {
+			t.Fatalf("FailedCreatePodSandBox event does not name the daemon: %s", msg)
+		}
+		t.Logf("kubelet event: %s", msg)
+		return true, ""
+	})
+	if b, _ := os.ReadFile(n.PluginLog); !strings.Contains(string(b), "code=11") {
+		t.Errorf("meshless-cni log shows no ADD failing with code 11:\n%s", tail(n.PluginLog, 10))
+	}
+	t.Logf("ADD failed with code 11 while the daemon was down (%v after creation)", time.Since(t0).Round(time.Millisecond))
+	time.Sleep(2 * time.Second) // let the kubelet fail at least once more
+	d = n.StartDaemon()
+	t1 := time.Now()
+	late = n.waitPodRunning(ctx, late, 120*time.Second)
+	t.Logf("web-2 Running %v after the daemon started (%v after creation)", time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	n.checkMeshed(ctx, cniapi.NewClient(d.Socket), late)
+}
+
+func serverPod(name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "web"}},
+		Spec:       podSpec(corev1.RestartPolicyAlways, "server", "/demo-server", "--listen", ":8080", "--name", name),
+	}
+}
+
+func podSpec(restart corev1.RestartPolicy, container string, cmd ...string) corev1.PodSpec {
+	return corev1.PodSpec{
+		NodeName:                      nodeName,
+		RestartPolicy:                 restart,
+		AutomountServiceAccountToken:  ptr(false),
+		EnableServiceLinks:            ptr(false),
+		TerminationGracePeriodSeconds: ptr(int64(1)),
+		Containers: []corev1.Container{{
+			Name: container, Image: e2eImage, ImagePullPolicy: corev1.PullNever, Command: cmd,
+		}},
+	}
+}
+
+func (n *Node) createPod(ctx context.Context, ns string, p *corev1.Pod) *corev1.Pod {
+	n.t.Helper()
+	p, err := n.c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return p
+}
+
+func (n *Node) waitPodRunning(ctx context.Context, p *corev1.Pod, timeout time.Duration) *corev1.Pod {
+	n.t.Helper()
+	return n.waitPod(ctx, p, "Running and Ready", timeout, func(p *corev1.Pod) bool {
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+			return false
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status == corev1.ConditionTrue
+			}
+		}
+		return false
+	})
+}
+
+func (n *Node) waitPodDone(ctx context.Context, p *corev1.Pod, timeout time.Duration) *corev1.Pod {
+	n.t.Helper()
+	return n.waitPod(ctx, p, "Succeeded or Failed", timeout, func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	})
+}
+
+func (n *Node) waitPod(ctx context.Context, p *corev1.Pod, what string, timeout time.Duration, ok func(*corev1.Pod) bool) *corev1.Pod {
+	n.t.Helper()
+	var cur *corev1.Pod
+	deadline := time.Now().Add(timeout)
+	for {
+		if n.kubelet.exited() {
+			n.t.Fatalf("kubelet exited:\n%s", tail(n.kubelet.log, 40))
+		}
+		var err error
+		cur, err = n.c.Client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
+		if err == nil && ok(cur) {
+			return cur
+		}
+		if time.Now().After(deadline) {
+			evs, _ := n.c.Client.CoreV1().Events(p.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
+			var lines []string
+			if evs != nil {
+				for _, e := range evs.Items {
+					lines = append(lines, fmt.Sprintf("%s %s (x%d): %s", e.Type, e.Reason, e.Count, e.Message))
+				}
+			}
+			phase := ""
+			if cur != nil {
+				phase = string(cur.Status.Phase) + " " + containerState(cur)
+			}
+			n.t.Fatalf("pod %s/%s not %s after %v (%s %v); events:\n%s", p.Namespace, p.Name, what, timeout, phase, err, strings.Join(lines, "\n"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func containerState(p *corev1.Pod) string {
+	var s []string
+	for _, c := range p.Status.ContainerStatuses {
+		switch {
+		case c.State.Terminated != nil:
+			s = append(s, fmt.Sprintf("%s terminated exit %d %s", c.Name, c.State.Terminated.ExitCode, c.State.Terminated.Reason))
+		case c.State.Waiting != nil:
+			s = append(s, fmt.Sprintf("%s waiting %s %s", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message))
+		case c.State.Running != nil:
+			s = append(s, c.Name+" running")
+		}
+	}
+	return strings.Join(s, "; ")
+}
+
+// checkMeshed checks that the daemon registered the running pod with its
+// Kubernetes identity and the sandbox's netns, and that the netns has the
+// redirection rules.
+func (n *Node) checkMeshed(ctx context.Context, client *cniapi.Client, p *corev1.Pod) {
+	t := n.t
+	t.Helper()
+	var reg *cniapi.PodStatus
+	waitUntil(t, "registration of "+p.Name, 30*time.Second, func() (bool, string) {
+		var err error
+		reg, err = findRegistration(ctx, client, p.UID)
+		return reg != nil, fmt.Sprint(err)
+	})
+	if reg.Namespace != p.Namespace || reg.Name != p.Name || reg.UID != string(p.UID) {
+		t.Errorf("registration identity %s/%s uid %s, want %s/%s uid %s", reg.Namespace, reg.Name, reg.UID, p.Namespace, p.Name, p.UID)
+	}
+	if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
+		t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
+	}
+	got, err := client.Get(ctx, reg.Attachment)
+	if err != nil || got.UID != string(p.UID) {
+		t.Errorf("Get(%s) = %+v, %v", reg.Attachment.Key(), got, err)
+	}
+	id, netns, err := n.SandboxNetns(p.Namespace, p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.ContainerID != id || reg.Netns != netns {
+		t.Errorf("registration %s netns %s, want sandbox %s netns %s", reg.ContainerID, reg.Netns, id, netns)
+	}
+	rules, backend := netnsRules(t, netns)
+	if rules == "" {
+		t.Fatalf("no meshless rules in %s (sandbox %s of %s)", netns, id, p.Name)
+	}
+	t.Logf("%s/%s meshed: sandbox %.12s, netns %s, %s rules (redirect %q), listeners %v", p.Namespace, p.Name, id, netns, backend, reg.Redirect, reg.Listeners)
+}
+
+// netnsRules returns the meshless rules in a netns: the nft table inet
+// meshless or the MESHLESS_* iptables chains.
+func netnsRules(t *testing.T, netns string) (string, string) {
+	t.Helper()
+	if out, err := exec.Command("nsenter", "--net="+netns, "--", "nft", "list", "table", "inet", "meshless").CombinedOutput(); err == nil && strings.Contains(string(out), "redirect") {
+		return string(out), "nftables"
+	}
+	out, err := exec.Command("nsenter", "--net="+netns, "--", "iptables-save").CombinedOutput()
+	if err == nil && strings.Contains(string(out), "MESHLESS_OUTPUT") {
+		return string(out), "iptables"
+	}
+	return "", ""
+}
+
+// findRegistration returns the daemon's registration of the pod with uid,
+// or nil.
+func findRegistration(ctx context.Context, c *cniapi.Client, uid any) (*cniapi.PodStatus, error) {
+	pods, err := c.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range pods {
+		if pods[i].UID == fmt.Sprint(uid) {
+			return &pods[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// waitUntil polls ok every 100 ms until it holds, failing t after timeout
+// with ok's last explanation.
+func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		done, why := ok()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %s", what, timeout, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
