@@ -48,7 +48,7 @@ func (r *Results) Markdown() string {
 				row := fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", test, setup,
 					num(s.P50, lat), num(s.P90, lat), num(s.P99, lat), rateStr(s.Rate, test), ptr(s.CPUPer1000, "%.3f"), ptr(s.RSSMiB, "%.1f"))
 				rd, rs := "", ""
-				if setup == Meshless || setup == UDS {
+				if setup == Meshless || setup == UDS || setup == Sockmap {
 					rd, rs = ratios(s, d, lat), ratios(s, sc, lat)
 				}
 				w("%s %s | %s |\n", row, rd, rs)

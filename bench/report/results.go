@@ -15,6 +15,10 @@ const (
 	Sidecar  = "sidecar"
 	Meshless = "meshless"
 	UDS      = "meshless-uds"
+	// Sockmap is meshless with meshlessd --sockmap (kernel forwarding);
+	// measured only when asked (meshless-bench --sockmap), then appended
+	// to Setups.
+	Sockmap = "meshless-sockmap"
 )
 
 // Setups lists the set-ups in table order.

@@ -37,6 +37,9 @@ type Config struct {
 	Quick bool
 	// Log receives progress lines.
 	Log io.Writer
+	// Sockmap adds the set-up meshless-sockmap: meshless with the daemons
+	// restarted with --sockmap (BENCH_SOCKMAP=1).
+	Sockmap bool
 	// Only, when not empty, limits the run to these parts: rounds,
 	// profile, race, memory, cni.
 	Only []string
@@ -106,6 +109,8 @@ type bench struct {
 	haproxy map[string]*exec.Cmd        // pod ref -> its sidecar
 	servers []*exec.Cmd
 	setup   string
+	// sockmapOn: the daemons run with --sockmap now.
+	sockmapOn bool
 }
 
 func (b *bench) logf(f string, a ...any) {
@@ -145,6 +150,9 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	os.RemoveAll(workRoot)
 	defer os.RemoveAll(workRoot)
 
+	if cfg.Sockmap && !slices.Contains(report.Setups, report.Sockmap) {
+		report.Setups = append(report.Setups, report.Sockmap)
+	}
 	var errs []string
 	if b.want("rounds") || b.want("profile") || b.want("race") {
 		if err := b.mainLab(ctx); err != nil {
@@ -176,7 +184,7 @@ func (b *bench) mainLab(ctx context.Context) (err error) {
 	}
 	b.logf("lab %s: 2 nodes x 3 pods", mainLab)
 	l, err := lab.Up(ctx, lab.Options{Name: mainLab, Nodes: 2, Pods: 3, BinDir: b.cfg.BinDir, CNIBinDir: b.cfg.CNIBinDir,
-		DaemonArgs: []string{"--pprof", "--meshlet-dir", b.meshlet}})
+		DaemonArgs: b.daemonArgs()})
 	if err != nil {
 		return err
 	}
@@ -488,9 +496,12 @@ func nftIn(l *lab.Lab, ref, script string) error {
 
 // apply switches the bench pods to setup.
 func (b *bench) apply(setup string) error {
+	if err := b.daemonMode(setup == report.Sockmap); err != nil {
+		return err
+	}
 	spec := meshSpec()
 	for _, ref := range benchPods {
-		mesh := setup == report.Meshless || setup == report.UDS
+		mesh := setup == report.Meshless || setup == report.UDS || setup == report.Sockmap
 		be := b.backend[ref]
 		err := b.l.InPod(ref, func() error {
 			if mesh {
@@ -521,6 +532,30 @@ func (b *bench) apply(setup string) error {
 		}
 	}
 	b.setup = setup
+	return nil
+}
+
+// daemonArgs are the main lab daemons' flags.
+func (b *bench) daemonArgs() []string {
+	return []string{"--pprof", "--meshlet-dir", b.meshlet}
+}
+
+// daemonMode restarts both daemons with or without --sockmap, when that
+// changes.
+func (b *bench) daemonMode(sockmap bool) error {
+	if sockmap == b.sockmapOn {
+		return nil
+	}
+	args := b.daemonArgs()
+	if sockmap {
+		args = append(args, "--sockmap")
+	}
+	for _, n := range b.l.Nodes() {
+		if err := b.l.RestartDaemonWith(context.Background(), n.Name, args); err != nil {
+			return fmt.Errorf("restart %s (sockmap %v): %w", n.Name, sockmap, err)
+		}
+	}
+	b.sockmapOn = sockmap
 	return nil
 }
 
@@ -574,7 +609,7 @@ func (b *bench) verify(ctx context.Context, place string) error {
 	switch b.setup {
 	case report.Direct, report.Sidecar:
 		ok = len(got) == 0
-	case report.Meshless:
+	case report.Meshless, report.Sockmap:
 		ok = strings.Contains(desc, `path="local"`) || strings.Contains(desc, `path="remote"`)
 		ok = ok && !strings.Contains(desc, `path="uds"`)
 	case report.UDS:
@@ -613,7 +648,7 @@ func (b *bench) client(ctx context.Context, args ...string) ([]byte, error) {
 // meshPIDs are the processes whose CPU and memory the set-up costs.
 func (b *bench) meshPIDs(place string) []int {
 	switch b.setup {
-	case report.Meshless, report.UDS:
+	case report.Meshless, report.UDS, report.Sockmap:
 		n1, _ := b.l.Node(1)
 		pids := []int{n1.PID}
 		if place == report.Cross {
@@ -655,7 +690,8 @@ func (b *bench) rounds(ctx context.Context) error {
 			b.logf("round %d/%d %-12s %s", r+1, b.p.rounds, setup, s)
 		}
 	}
-	return nil
+	// The parts after the rounds measure the default daemon.
+	return b.daemonMode(false)
 }
 
 func lastLat(ss []report.Sample, setup string) (string, bool) {

@@ -23,6 +23,7 @@ import (
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/daemon/sockmap"
 )
 
 // Config is the daemon's configuration, one field per meshlessd flag.
@@ -56,6 +57,10 @@ type Config struct {
 	MeshletDir string
 	// Pprof serves /debug/pprof/ on the admin address.
 	Pprof bool
+	// Sockmap forwards TCP↔TCP connections inside the kernel (BPF
+	// sockmap) instead of copying them in user space. Run fails when the
+	// program cannot be loaded.
+	Sockmap bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Handler overrides the forwarding connection handler (the tunnel
@@ -109,11 +114,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// The agent needs the handler and the handler the agent's pods: the
 	// indirection breaks the cycle.
 	pods := &podsRef{}
+	var sm *sockmap.Map
+	if cfg.Sockmap {
+		if sm, err = sockmap.Load(); err != nil {
+			return fmt.Errorf("--sockmap: %w", err)
+		}
+		defer sm.Close()
+	}
 	fw, err := forward.New(forward.Config{
 		Pods: pods, Routes: table, Metrics: m, Logger: log,
 		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
 		IdleTimeout: cfg.IdleTimeout, MeshletDir: cfg.MeshletDir,
-		InboundPolicy: cfg.InboundPolicy, NodeAddrs: nodeAddrs,
+		InboundPolicy: cfg.InboundPolicy, NodeAddrs: nodeAddrs, Sockmap: sm,
 	})
 	if err != nil {
 		return err
@@ -238,7 +250,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("meshlessd ready", "node", cfg.NodeName, "socket", cfg.Socket, "admin", adminLn.Addr().String(),
 		"state_dir", cfg.StateDir, "tunnel_addr", cfg.TunnelAddr, "registry", cfg.Registry,
-		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger)
+		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger, "sockmap", cfg.Sockmap)
 	if cfg.Started != nil {
 		cfg.Started(&Daemon{Agent: ag, Metrics: m, AdminAddr: adminLn.Addr(), Routes: table, TunnelAddr: tunnelAddr})
 	}

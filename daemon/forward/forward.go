@@ -37,6 +37,7 @@ import (
 	"github.com/meshless/meshless/daemon/origdst"
 	"github.com/meshless/meshless/daemon/pump"
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/daemon/sockmap"
 	"github.com/meshless/meshless/daemon/tunnel"
 )
 
@@ -99,6 +100,10 @@ type Config struct {
 	// NodeAddrs are this node's own addresses, which Strict admits. Nil
 	// admits none.
 	NodeAddrs *NodeAddrs
+	// Sockmap, if set, forwards TCP↔TCP connections in the kernel (BPF
+	// sockmap) instead of copying them in user space; connections with a
+	// unix side, or that cannot be paired, are still pumped.
+	Sockmap *sockmap.Map
 }
 
 // Handler forwards connections; it implements agent.ConnHandler and, for
@@ -159,13 +164,44 @@ func (h *Handler) pipe(ctx context.Context, dir, path string, c pump.Conn, up pu
 	if m := h.cfg.Metrics; m != nil {
 		m.Connections.WithLabelValues(dir, path).Inc()
 	}
-	res := pump.Run(ctx, c, up, pump.Options{IdleTimeout: h.cfg.IdleTimeout})
+	o := pump.Options{IdleTimeout: h.cfg.IdleTimeout}
+	if res, ok := h.kernelPipe(ctx, c, up, o); ok {
+		if m := h.cfg.Metrics; m != nil {
+			m.Bytes.WithLabelValues(dir).Add(float64(res.AToB + res.BToA))
+		}
+		if res.Err != nil {
+			h.log.Debug("connection ended with error", "direction", dir, "path", path, "sockmap", true, "err", res.Err)
+		}
+		return
+	}
+	res := pump.Run(ctx, c, up, o)
 	if m := h.cfg.Metrics; m != nil {
 		m.Bytes.WithLabelValues(dir).Add(float64(res.AToB + res.BToA))
 	}
 	if res.Err != nil {
 		h.log.Debug("connection ended with error", "direction", dir, "path", path, "err", res.Err)
 	}
+}
+
+// kernelPipe forwards c and up through the sockmap when it is on and both
+// are TCP; false when they must be pumped instead (nothing was done then).
+// The bytes are the kernel's counts (the verdict program adds up what it
+// redirects), so meshless_bytes_total stays exact.
+func (h *Handler) kernelPipe(ctx context.Context, c, up pump.Conn, o pump.Options) (sockmap.Result, bool) {
+	if h.cfg.Sockmap == nil {
+		return sockmap.Result{}, false
+	}
+	a, ok1 := c.(*net.TCPConn)
+	b, ok2 := up.(*net.TCPConn)
+	if !ok1 || !ok2 {
+		return sockmap.Result{}, false
+	}
+	p, err := h.cfg.Sockmap.Pair(a, b)
+	if err != nil {
+		h.log.Debug("sockmap pairing failed, copying in user space", "err", err)
+		return sockmap.Result{}, false
+	}
+	return sockmap.Run(ctx, p, o), true
 }
 
 // fail counts and logs a connection that could not be forwarded and resets

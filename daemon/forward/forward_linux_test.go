@@ -11,13 +11,27 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/daemon/sockmap"
 	"github.com/meshless/meshless/daemon/tunnel"
 )
 
 // TestPaths: each route kind takes its path, the server sees podA's IP,
 // bytes arrive exactly, across a half-close, and the metrics name the path.
-func TestPaths(t *testing.T) {
-	ms := newMesh(t, Config{})
+func TestPaths(t *testing.T) { testPaths(t, Config{}) }
+
+// TestPathsSockmap: the same with kernel forwarding; the byte counts come
+// from the verdict program's counters.
+func TestPathsSockmap(t *testing.T) {
+	m, err := sockmap.Load()
+	if err != nil {
+		t.Fatalf("load sockmap: %v", err)
+	}
+	defer m.Close()
+	testPaths(t, Config{Sockmap: m})
+}
+
+func testPaths(t *testing.T, cfg Config) {
+	ms := newMesh(t, cfg)
 	payload := make([]byte, 3<<20)
 	rand.Read(payload)
 	listenIn(t, ms.ext, ipExt+":9000")

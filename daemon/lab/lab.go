@@ -33,6 +33,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -166,7 +167,7 @@ func (l *Lab) up(ctx context.Context, o Options) error {
 			Address: nodeAddr(i), PodCIDR: nodePodCIDR(i),
 			Dir:       filepath.Join(s.Dir, fmt.Sprintf("n%d", i)),
 			AdminAddr: "127.0.0.1:15020",
-			ExtraArgs: append([]string(nil), o.DaemonArgs...),
+			ExtraArgs: append(append([]string(nil), o.DaemonArgs...), EnvDaemonArgs()...),
 		}
 		n.Socket = filepath.Join(n.Dir, "run", "cni.sock")
 		n.DaemonStateDir = filepath.Join(n.Dir, "state")
@@ -294,3 +295,12 @@ func randomUID() string {
 	h := randomHex(16)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
+
+// DaemonArgsEnv names an environment variable of further meshlessd flags
+// (space-separated) for every lab daemon, after Options.DaemonArgs: a way
+// to run whole suites with a daemon option, e.g.
+// MESHLESS_DAEMON_ARGS=--sockmap go test ./tests/mesh/.
+const DaemonArgsEnv = "MESHLESS_DAEMON_ARGS"
+
+// EnvDaemonArgs returns the flags of $MESHLESS_DAEMON_ARGS.
+func EnvDaemonArgs() []string { return strings.Fields(os.Getenv(DaemonArgsEnv)) }

@@ -60,6 +60,7 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
 	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
 	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", forward.DefaultMeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
+	fs.BoolVar(&cfg.Sockmap, "sockmap", false, "forward TCP-to-TCP connections inside the kernel with a BPF sockmap instead of copying them (experimental; needs BPF)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on --admin-addr (profiling; off by default)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", false, "log JSON instead of text")
