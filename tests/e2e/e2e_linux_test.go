@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	"github.com/meshless/meshless/daemon/lab"
 )
 
@@ -60,7 +62,7 @@ type workload struct {
 func TestThirdPartyPrograms(t *testing.T) {
 	bin := requirePrograms(t)
 	l := upLab(t)
-	clientIP := mustPod(t, l, clientPod).IP.String()
+	clientIP := harness.LabPod(t, l, clientPod).IP.String()
 
 	s := makeSite(t)
 	nginxes := map[string]*nginx{}
@@ -71,12 +73,12 @@ func TestThirdPartyPrograms(t *testing.T) {
 	}
 	workloads := []workload{
 		{"nginx+curl", func(t *testing.T, server string) run {
-			r := runCurl(t, l, clientPod, nginxes[server], mustPod(t, l, server).IP.String())
+			r := runCurl(t, l, clientPod, nginxes[server], harness.LabPod(t, l, server).IP.String())
 			checkHTTP(t, r, s, clientIP)
 			return run{result: r, conns: curlRequests, minBytes: bigFileSize}
 		}},
 		{"redis", func(t *testing.T, server string) run {
-			r := runRedis(t, l, clientPod, redises[server], mustPod(t, l, server).IP.String())
+			r := runRedis(t, l, clientPod, redises[server], harness.LabPod(t, l, server).IP.String())
 			checkRedis(t, r)
 			return run{result: r, conns: r.ServerConns}
 		}},
@@ -139,7 +141,7 @@ func checkMeshed(t *testing.T, l *lab.Lab, before counters, p placement, r run) 
 		want[conns("n2", "inbound", "remote")] = float64(r.conns)
 	}
 	var d counters
-	eventually(t, metricTimeout, func() error {
+	harness.Eventually(t, metricTimeout, func() error {
 		d = readCounters(t, l).sub(before)
 		for k, v := range want {
 			if d[k] < v {
@@ -177,22 +179,6 @@ func checkUnmeshed(t *testing.T, l *lab.Lab, before counters) {
 				}
 			}
 		}
-	}
-}
-
-// eventually polls cond until it returns nil, failing t after timeout.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 }
 

@@ -50,7 +50,7 @@ func upLab(t *testing.T) *lab.Lab {
 		if t.Failed() {
 			for _, n := range l.Nodes() {
 				if b, err := os.ReadFile(n.Log); err == nil {
-					t.Logf("meshlessd %s log (tail):\n%s", n.Name, tail(string(b), 30))
+					t.Logf("meshlessd %s log (tail):\n%s", n.Name, harness.Tail(string(b), 30))
 				}
 			}
 		}
@@ -101,23 +101,6 @@ func checkNothingLeft(t *testing.T, name string) {
 }
 
 func fileExists(p string) bool { _, err := os.Lstat(p); return err == nil }
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func mustPod(t *testing.T, l *lab.Lab, ref string) lab.Pod {
-	t.Helper()
-	p, err := l.Pod(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // counters is every meshless_connections_total and meshless_bytes_total
 // sample of every node, keyed "n1 <series>".

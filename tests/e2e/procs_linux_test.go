@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	"github.com/meshless/meshless/daemon/lab"
 	"golang.org/x/sys/unix"
 )
@@ -190,7 +192,7 @@ func tailFile(p string) string {
 	if err != nil {
 		return err.Error()
 	}
-	return tail(string(b), 20)
+	return harness.Tail(string(b), 20)
 }
 
 // runIn runs argv inside pod ref with stdin, bounded by timeout and by

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -114,7 +113,7 @@ func StartDaemon(t testing.TB, bins Bins, o DaemonOptions) *Daemon {
 		d.Stop()
 		if t.Failed() {
 			b, _ := os.ReadFile(d.LogPath)
-			t.Logf("meshlessd log (%s):\n%s", d.LogPath, tail(b, 60))
+			t.Logf("meshlessd log (%s):\n%s", d.LogPath, Tail(string(b), 60))
 		}
 	})
 	d.WaitReady()
@@ -130,7 +129,7 @@ func (d *Daemon) WaitReady() {
 		select {
 		case <-d.done:
 			b, _ := os.ReadFile(d.LogPath)
-			d.t.Fatalf("meshlessd exited before ready: %v\n%s", d.cmd.ProcessState, tail(b, 40))
+			d.t.Fatalf("meshlessd exited before ready: %v\n%s", d.cmd.ProcessState, Tail(string(b), 40))
 		default:
 		}
 		if code, _ := d.Get("/readyz"); code == http.StatusOK {
@@ -202,12 +201,4 @@ func freeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func tail(b []byte, n int) string {
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	"github.com/meshless/meshless/daemon/lab"
 )
 
@@ -58,7 +60,7 @@ func serveApp(t *testing.T, ln net.Listener) *app {
 // listenPod starts an app on the pod's address and port, inside its netns.
 func listenPod(t *testing.T, l *lab.Lab, ref string, port int) *app {
 	t.Helper()
-	p := pod(t, l, ref)
+	p := harness.LabPod(t, l, ref)
 	var ln net.Listener
 	err := l.InPod(ref, func() error {
 		var err error
@@ -76,7 +78,7 @@ func listenPod(t *testing.T, l *lab.Lab, ref string, port int) *app {
 // on the host.
 func listenUnix(t *testing.T, l *lab.Lab, ref, name string) *app {
 	t.Helper()
-	dir := filepath.Join(meshletDir, "default", pod(t, l, ref).Name)
+	dir := filepath.Join(meshletDir, "default", harness.LabPod(t, l, ref).Name)
 	// Remove what this creates, and the parents it creates, afterwards.
 	var made []string
 	for d := filepath.Join(dir, "server"); !fileExists(d); d = filepath.Dir(d) {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	"github.com/meshless/meshless/daemon/lab"
 )
 
@@ -20,7 +22,7 @@ import (
 func TestMesh(t *testing.T) {
 	l := upLab(t)
 	client := "n1/p3"
-	cip := pod(t, l, client).IP.String()
+	cip := harness.LabPod(t, l, client).IP.String()
 
 	listenPod(t, l, "n1/p1", appPort)
 	app21 := listenPod(t, l, "n2/p1", appPort)
@@ -56,12 +58,12 @@ func TestMesh(t *testing.T) {
 	}
 
 	t.Run("same node", func(t *testing.T) {
-		d := delta(func() { check(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), cip, 1000) })
+		d := delta(func() { check(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), cip, 1000) })
 		expectPath(t, d, "local")
 	})
 	t.Run("cross node", func(t *testing.T) {
 		in := metric(t, l, 2, conns("inbound", "remote"))
-		d := delta(func() { check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000) })
+		d := delta(func() { check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000) })
 		expectPath(t, d, "remote")
 		if got := metric(t, l, 2, conns("inbound", "remote")) - in; got != 1 {
 			t.Errorf("n2 inbound remote +%v, want +1", got)
@@ -91,7 +93,7 @@ func TestMesh(t *testing.T) {
 		// The client shuts its write side and still reads the reply,
 		// cross-node and same-node.
 		for _, dst := range []string{"n1/p1", "n2/p1"} {
-			c, err := dialFrom(l, client, addr(pod(t, l, dst).IP, appPort))
+			c, err := dialFrom(l, client, addr(harness.LabPod(t, l, dst).IP, appPort))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +152,7 @@ func TestMesh(t *testing.T) {
 		}
 		// Each race has at least the SYN-dropping endpoint lose; losers are
 		// reported as they are reaped.
-		eventually(t, 5*time.Second, func() error {
+		harness.Eventually(t, 5*time.Second, func() error {
 			if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
 				return fmt.Errorf("races lost +%v, want at least +%d", got, n)
 			}
@@ -166,8 +168,8 @@ func TestMesh(t *testing.T) {
 	})
 	t.Run("100MB", func(t *testing.T) {
 		const size = 100 << 20
-		check(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), cip, size)
-		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, size)
+		check(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), cip, size)
+		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, size)
 	})
 	t.Run("malformed tunnel headers", func(t *testing.T) {
 		n1, n2 := node(t, l, 1), node(t, l, 2)
@@ -194,7 +196,7 @@ func TestMesh(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, 5*time.Second, func() error {
+		harness.Eventually(t, 5*time.Second, func() error {
 			if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
 				metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
 				return errors.New("bad headers not counted")
@@ -202,7 +204,7 @@ func TestMesh(t *testing.T) {
 			return nil
 		})
 		// Still up and serving.
-		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000)
+		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000)
 	})
 	t.Run("daemon restart", func(t *testing.T) {
 		if err := l.KillDaemon("n1"); err != nil {
@@ -214,11 +216,11 @@ func TestMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The new daemon restored the pods from its state: no CNI ADD.
-		eventually(t, 10*time.Second, func() error {
-			_, _, err := exchange(t, l, client, addr(pod(t, l, "n1/p1").IP, appPort), 10, 1)
+		harness.Eventually(t, 10*time.Second, func() error {
+			_, _, err := exchange(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), 10, 1)
 			return err
 		})
-		check(t, l, client, addr(pod(t, l, "n2/p1").IP, appPort), cip, 1000)
+		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000)
 		if v := metric(t, l, 1, conns("outbound", "local")); v < 1 {
 			t.Errorf("new daemon counted %v local connections", v)
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	"github.com/meshless/meshless/internal/testbins"
 
 	"github.com/meshless/meshless/daemon/cniapi"
@@ -57,7 +59,7 @@ func upLab(t *testing.T) *lab.Lab {
 		if t.Failed() {
 			for _, n := range l.Nodes() {
 				if b, err := os.ReadFile(n.Log); err == nil {
-					t.Logf("meshlessd %s log (tail):\n%s", n.Name, tail(string(b), 40))
+					t.Logf("meshlessd %s log (tail):\n%s", n.Name, harness.Tail(string(b), 40))
 				}
 			}
 		}
@@ -74,24 +76,6 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// pod returns the lab pod ref.
-func pod(t *testing.T, l *lab.Lab, ref string) lab.Pod {
-	t.Helper()
-	p, err := l.Pod(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func node(t *testing.T, l *lab.Lab, i int) lab.Node {
@@ -118,7 +102,7 @@ func writeRegistry(t *testing.T, l *lab.Lab) {
 		fmt.Fprintf(&b, "  - namespace: default\n    name: %s\n    vips: [%s]\n    ports:\n      - {name: http, port: %d, targetPort: %d, protocol: TCP}\n    endpoints:\n",
 			name, vip, port, appPort)
 		for _, r := range refs {
-			p := pod(t, l, r)
+			p := harness.LabPod(t, l, r)
 			fmt.Fprintf(&b, "      - {ip: %s, node: %s}\n", p.IP, p.Node)
 		}
 	}
@@ -134,7 +118,7 @@ func writeRegistry(t *testing.T, l *lab.Lab) {
 		t.Fatal(err)
 	}
 	for _, n := range l.Nodes() {
-		eventually(t, 10*time.Second, func() error {
+		harness.Eventually(t, 10*time.Second, func() error {
 			st, err := cniapi.NewClient(n.Socket).Status(context.Background())
 			if err != nil {
 				return err
@@ -147,22 +131,6 @@ func writeRegistry(t *testing.T, l *lab.Lab) {
 			}
 			return nil
 		})
-	}
-}
-
-// eventually polls cond every 10ms until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval, not synchronisation
 	}
 }
 
