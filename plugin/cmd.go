@@ -59,19 +59,14 @@ func wrap(op string, fn func(*invocation) error) func(*skel.CmdArgs) error {
 		}
 		defer closer.Close()
 		inv := &invocation{args: args, conf: conf, pod: pa, log: log, client: cniapi.NewClient(conf.DaemonSocket)}
-		err = fn(inv)
-		cerr := cniError(op, err)
-		if err != nil {
+		if err := fn(inv); err != nil {
+			te := cniError(op, err)
 			// The code the runtime acts on (11: try again later), in the
 			// log so a failed ADD can be told from a retried one.
-			code := uint(types.ErrInternal)
-			var te *types.Error
-			if errors.As(cerr, &te) {
-				code = te.Code
-			}
-			log.Error("failed", "err", err, "code", code)
+			log.Error("failed", "err", err, "code", te.Code)
+			return te
 		}
-		return cerr
+		return nil
 	}
 }
 

@@ -13,12 +13,9 @@ import (
 // errNotChained: the plugin only makes sense after a primary plugin.
 var errNotChained = &configError{msg: "meshless-cni must be chained after a primary CNI plugin (bridge, flannel, calico, ...): prevResult is missing"}
 
-// cniError turns an internal error into the CNI error the runtime acts on.
-// This is the only place where codes are chosen.
-func cniError(op string, err error) error {
-	if err == nil {
-		return nil
-	}
+// cniError turns a non-nil internal error into the CNI error the runtime
+// acts on. This is the only place where codes are chosen.
+func cniError(op string, err error) *types.Error {
 	var te *types.Error
 	if errors.As(err, &te) {
 		return te
