@@ -22,6 +22,8 @@ help:
 	@echo "make test         install what tests need, then run every test (root for the netns tests)"
 	@echo "make unit         only the tests that need no root"
 	@echo "make cni-plugins  the reference CNI plugins into $(CNI_BIN_DIR)"
+	@echo "make kube-bins    kube-apiserver, controller-manager, kubelet, kubectl at a pinned version into .cache/k8s (first time ~10 min)"
+	@echo "make e2e-k8s      the Kubernetes tests alone: discovery, manifests, a real kubelet + containerd node (root)"
 	@echo "make bench        benchmarks on the lab: direct vs HAProxy sidecars vs meshless, into bench/results (root; BENCH_QUICK=1: ~3 min)"
 
 build:
