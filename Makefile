@@ -66,7 +66,7 @@ unit:
 	$(GO) test -count=1 -short ./...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(CACHE)/testbins
 
 # The real-Kubernetes tests: kube-bins, e2e-k8s (and kube-bins before test).
 include tests/k8s/k8s.mk

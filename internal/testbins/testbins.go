@@ -65,7 +65,14 @@ func locate() (Bins, error) {
 		return Bins{}, fmt.Errorf("cannot locate module root")
 	}
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	tmp, err := os.MkdirTemp("", "meshless-bins-")
+	// Under the repository's .cache (ignored by git), not /tmp: a test
+	// binary cannot know when its last test is done with these, so they
+	// stay behind, and there they are easy to find and clean (make clean).
+	cache := filepath.Join(root, ".cache", "testbins")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return Bins{}, err
+	}
+	tmp, err := os.MkdirTemp(cache, "bins-")
 	if err != nil {
 		return Bins{}, err
 	}
