@@ -3,22 +3,23 @@ package plugin
 import (
 	"net/netip"
 	"slices"
-	"strconv"
-	"strings"
+
+	"github.com/meshless/meshless/daemon/cniapi"
 )
 
 // Pod annotations the plugin honours, passed by the runtime in
 // runtimeConfig["io.kubernetes.cri.pod-annotations"]. They only add
-// exclusions to those of the conf; they cannot remove one.
+// exclusions to those of the conf; they cannot remove one. The parsing is
+// shared with the daemon's enrollment of running pods (cniapi).
 const (
 	// AnnotationMesh set to "disabled" keeps the pod out of the mesh.
-	AnnotationMesh = "meshless.io/mesh"
+	AnnotationMesh = cniapi.AnnotationMesh
 	// AnnotationExcludeInboundPorts is a comma-separated port list.
-	AnnotationExcludeInboundPorts = "meshless.io/exclude-inbound-ports"
+	AnnotationExcludeInboundPorts = cniapi.AnnotationExcludeInboundPorts
 	// AnnotationExcludeOutboundPorts is a comma-separated port list.
-	AnnotationExcludeOutboundPorts = "meshless.io/exclude-outbound-ports"
+	AnnotationExcludeOutboundPorts = cniapi.AnnotationExcludeOutboundPorts
 	// AnnotationExcludeOutboundCIDRs is a comma-separated list of CIDRs.
-	AnnotationExcludeOutboundCIDRs = "meshless.io/exclude-outbound-cidrs"
+	AnnotationExcludeOutboundCIDRs = cniapi.AnnotationExcludeOutboundCIDRs
 )
 
 // exclusions are the ports and CIDRs that one pod's rules let pass.
@@ -31,53 +32,17 @@ type exclusions struct {
 // podExclusions merges the conf's exclusions with the pod's annotations. It
 // reports optOut when the pod asks to stay out of the mesh.
 func (c *Config) podExclusions() (ex exclusions, optOut bool, err error) {
-	ann := c.RuntimeConfig.PodAnnotations
-	switch v := ann[AnnotationMesh]; v {
-	case "", "enabled":
-	case "disabled":
+	ann, optOut, err := cniapi.ParseAnnotations(c.RuntimeConfig.PodAnnotations)
+	if err != nil {
+		return ex, false, &configError{msg: err.Error()}
+	}
+	if optOut {
 		return ex, true, nil
-	default:
-		return ex, false, invalidf("annotation %s: %q is not enabled or disabled", AnnotationMesh, v)
 	}
-	in, err := annotationPorts(ann, AnnotationExcludeInboundPorts)
-	if err != nil {
-		return ex, false, err
-	}
-	out, err := annotationPorts(ann, AnnotationExcludeOutboundPorts)
-	if err != nil {
-		return ex, false, err
-	}
-	cidrs, err := parseCIDRs("annotation "+AnnotationExcludeOutboundCIDRs, splitList(ann[AnnotationExcludeOutboundCIDRs]))
-	if err != nil {
-		return ex, false, err
-	}
-	ex.inboundPorts = mergePorts(c.inboundPorts, in)
-	ex.outboundPorts = mergePorts(c.outboundPorts, out)
-	ex.outboundCIDRs = append(slices.Clone(c.outboundCIDRs), cidrs...)
+	ex.inboundPorts = mergePorts(c.inboundPorts, ann.InboundPorts)
+	ex.outboundPorts = mergePorts(c.outboundPorts, ann.OutboundPorts)
+	ex.outboundCIDRs = append(slices.Clone(c.outboundCIDRs), ann.OutboundCIDRs...)
 	return ex, false, nil
-}
-
-func annotationPorts(ann map[string]string, key string) ([]uint16, error) {
-	items := splitList(ann[key])
-	ports := make([]int, 0, len(items))
-	for i, s := range items {
-		p, err := strconv.Atoi(s)
-		if err != nil {
-			return nil, invalidf("annotation %s[%d]: %q is not a port number", key, i, s)
-		}
-		ports = append(ports, p)
-	}
-	return parsePorts("annotation "+key, ports)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 func mergePorts(a, b []uint16) []uint16 {

@@ -20,21 +20,9 @@ func selectBackend(mode redirect.Mode) (redirect.Backend, error) {
 	return b, nil
 }
 
-// specFor is the rule spec for a registered pod.
-func specFor(p *cniapi.Pod) redirect.Spec {
-	s := redirect.DefaultSpec()
-	for _, ip := range p.IPs {
-		if ip.Is4() {
-			s.IPv4 = true
-		} else {
-			s.IPv6 = true
-		}
-	}
-	s.ExcludeInboundPorts = p.Exclusions.InboundPorts
-	s.ExcludeOutboundPorts = p.Exclusions.OutboundPorts
-	s.ExcludeOutboundCIDRs = p.Exclusions.OutboundCIDRs
-	return s
-}
+// specFor is the rule spec for a registered pod (shared with the daemon's
+// enrollment of running pods).
+func specFor(p *cniapi.Pod) redirect.Spec { return redirect.SpecFor(p) }
 
 // removeRules deletes the pod's rules. A netns that is already gone has no
 // rules left to remove, which is success.

@@ -195,6 +195,8 @@ func (a *Agent) deregisterLocked(att cniapi.Attachment, why string) error {
 }
 
 // GC deregisters every attachment not in valid and returns those removed.
+// Attachments of enrolled pods (cniapi.EnrolledPrefix) are not the
+// runtime's and stay.
 func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) ([]cniapi.Attachment, error) {
 	if err := a.Ready(); err != nil {
 		return nil, err
@@ -208,7 +210,9 @@ func (a *Agent) GC(ctx context.Context, valid []cniapi.Attachment) ([]cniapi.Att
 	removed := []cniapi.Attachment{}
 	var errs []error
 	for key, e := range a.pods {
-		if keep[key] {
+		// Enrolled pods have no runtime attachment: the runtime's list
+		// never names them; the enrollment removes them itself.
+		if keep[key] || e.pod.Spec().Attachment.Enrolled() {
 			continue
 		}
 		att := e.pod.Spec().Attachment

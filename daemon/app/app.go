@@ -19,6 +19,7 @@ import (
 	"github.com/meshless/meshless/daemon/agent"
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/cniserver"
+	"github.com/meshless/meshless/daemon/enroll"
 	"github.com/meshless/meshless/daemon/forward"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
@@ -69,6 +70,13 @@ type Config struct {
 	// Metrics overrides the daemon's metrics (the handler should use the
 	// same); default metrics.New().
 	Metrics *metrics.Metrics
+	// EnrollExisting, with Kubernetes discovery, enrolls the pods of this
+	// node that run without the mesh (started before meshless-cni was in
+	// the CNI chain): see package enroll.
+	EnrollExisting bool
+	// ExcludeNamespaces are never enrolled; nil means kube-system (the
+	// plugin's default excludeNamespaces), empty non-nil none.
+	ExcludeNamespaces []string
 	// Started, if set, is called once the daemon serves and is ready.
 	Started func(*Daemon)
 }
@@ -190,6 +198,21 @@ func Run(ctx context.Context, cfg Config) error {
 	// pods' listeners open, so the first connections already follow the
 	// routes. Without --registry the source is Kubernetes: --kubeconfig,
 	// else the in-cluster configuration.
+	var en *enroll.Enroller
+	if cfg.Registry == "" && cfg.EnrollExisting {
+		en, err = enroll.New(enroll.Config{
+			NodeName:          cfg.NodeName,
+			ExcludeNamespaces: cfg.ExcludeNamespaces,
+			Pods:              disc.podsOnNode(cfg.NodeName),
+			Agent:             ag,
+			Logger:            log,
+		})
+		if err != nil {
+			cancel()
+			return err
+		}
+		disc.onPods = en.Kick
+	}
 	first := make(chan struct{})
 	if cfg.Registry != "" {
 		serve("registry", func() error { return disc.watchRegistry(ctx, cfg.Registry, first) })
@@ -248,9 +271,15 @@ func Run(ctx context.Context, cfg Config) error {
 		srv := fw.TunnelServer()
 		serve("tunnel", func() error { return srv.Serve(ctx, tln) })
 	}
+	if en != nil {
+		// The agent restored its state: pods registered before are known,
+		// so only those still without the mesh are enrolled.
+		serve("enroll", func() error { return en.Run(ctx) })
+		en.Kick()
+	}
 	log.Info("meshlessd ready", "node", cfg.NodeName, "socket", cfg.Socket, "admin", adminLn.Addr().String(),
 		"state_dir", cfg.StateDir, "tunnel_addr", cfg.TunnelAddr, "registry", cfg.Registry,
-		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger, "sockmap", cfg.Sockmap)
+		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger, "sockmap", cfg.Sockmap, "enroll_existing", en != nil)
 	if cfg.Started != nil {
 		cfg.Started(&Daemon{Agent: ag, Metrics: m, AdminAddr: adminLn.Addr(), Routes: table, TunnelAddr: tunnelAddr})
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/kube"
 	"github.com/meshless/meshless/daemon/registry"
@@ -30,6 +32,23 @@ type discovery struct {
 	errAt   time.Time
 	// kube, when set, reports API server errors the table never sees.
 	kube *kube.Source
+	// onPods, if set before watchKube, is called on every pod change once
+	// the Kubernetes caches synced (kube.Options.OnPods).
+	onPods func()
+}
+
+// podsOnNode returns node's pods from the Kubernetes source, false until
+// its caches synced.
+func (d *discovery) podsOnNode(node string) func() ([]*corev1.Pod, bool) {
+	return func() ([]*corev1.Pod, bool) {
+		d.mu.Lock()
+		src := d.kube
+		d.mu.Unlock()
+		if src == nil || !src.HasSynced() {
+			return nil, false
+		}
+		return src.PodsOnNode(node), true
+	}
 }
 
 // watchRegistry polls path until ctx is done; first is closed after the
@@ -137,7 +156,7 @@ func (d *discovery) watchKube(ctx context.Context, kubeconfig string, first chan
 	if err != nil {
 		return fmt.Errorf("kubernetes discovery: %w (give --registry FILE, --kubeconfig FILE, or run in a cluster)", err)
 	}
-	src, err := kube.New(cfg, func(m routes.Model) {
+	src, err := kube.NewWithOptions(cfg, func(m routes.Model) {
 		if err := d.table.Update(m); err != nil {
 			d.fail(fmt.Errorf("kubernetes: %w", err))
 			return
@@ -146,7 +165,7 @@ func (d *discovery) watchKube(ctx context.Context, kubeconfig string, first chan
 		d.updated, d.err, d.errAt = time.Now(), "", time.Time{}
 		d.mu.Unlock()
 		d.log.Info("routes updated", "source", "kubernetes", "nodes", len(m.Nodes), "services", len(m.Services))
-	}, d.log)
+	}, d.log, kube.Options{OnPods: d.onPods})
 	if err != nil {
 		return fmt.Errorf("kubernetes discovery: %w", err)
 	}

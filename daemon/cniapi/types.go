@@ -76,6 +76,17 @@ type Attachment struct {
 // Key returns the attachment's identifier in URLs and state files.
 func (a Attachment) Key() string { return a.ContainerID + "." + a.IfName }
 
+// EnrolledPrefix starts the container ID of the synthetic attachment the
+// daemon gives a pod it enrolled itself (a pod already running when
+// meshless-cni joined the CNI chain): "enrolled-<pod UID>". No runtime
+// knows these attachments, so CNI GC leaves them alone; the daemon removes
+// them when the pod goes away.
+const EnrolledPrefix = "enrolled-"
+
+// Enrolled reports whether a is the synthetic attachment of an enrolled
+// pod.
+func (a Attachment) Enrolled() bool { return strings.HasPrefix(a.ContainerID, EnrolledPrefix) }
+
 // Validate reports whether the attachment is usable as a key: non-empty and
 // free of path separators and dots in the container ID.
 func (a Attachment) Validate() error {

@@ -39,6 +39,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,11 @@ type Options struct {
 	// Resync is the informers' resync period; 0 (none) is right here: the
 	// model is rebuilt from the caches, not from the events.
 	Resync time.Duration
+	// OnPods, if set, is called after the caches synced and after every
+	// Pod event (status changes included), from the informer's goroutine:
+	// it must return at once (signal a channel). Read the pods with
+	// Source.PodsOnNode.
+	OnPods func()
 }
 
 // Status is the source's state for status pages.
@@ -220,6 +226,15 @@ func (s *Source) init(lws listWatchers) {
 		},
 		DeleteFunc: func(any) { s.trigger() },
 	}
+	if on := s.opts.OnPods; on != nil {
+		if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { on() },
+			UpdateFunc: func(any, any) { on() },
+			DeleteFunc: func(any) { on() },
+		}); err != nil {
+			panic(err)
+		}
+	}
 	for _, x := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
@@ -290,6 +305,9 @@ func (s *Source) Run(ctx context.Context) error {
 	s.deliver(true)
 	s.synced.Store(true)
 	close(s.syncedCh)
+	if s.opts.OnPods != nil {
+		s.opts.OnPods()
+	}
 	s.log.Info("kubernetes discovery: synced", "status", s.summary())
 
 	timer := time.NewTimer(time.Hour)
@@ -404,6 +422,26 @@ func (s *Source) HasSynced() bool { return s.synced.Load() }
 // open the pods' listeners only after the routes are known.
 func (s *Source) Synced() <-chan struct{} { return s.syncedCh }
 
+// PodsOnNode returns the cached pods scheduled on node (spec.nodeName),
+// trimmed to what the source keeps (see trimPod); nil before the caches
+// synced. The pods are shared with the cache: do not modify them.
+func (s *Source) PodsOnNode(node string) []*corev1.Pod {
+	if !s.synced.Load() {
+		return nil
+	}
+	all, err := s.pods.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	var out []*corev1.Pod
+	for _, p := range all {
+		if p.Spec.NodeName == node {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // LastError returns the last error talking to the API server, or nil when
 // there was none since it last answered.
 func (s *Source) LastError() error {
@@ -445,16 +483,29 @@ func countEndpoints(m routes.Model) int {
 	return n
 }
 
-// trimPod keeps what the model uses of a Pod: identity, labels, node.
+// trimPod keeps what the model and the enrollment of running pods use of a
+// Pod: identity, labels, the meshless.io/ annotations, node, hostNetwork,
+// phase and addresses.
 func trimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil // a DeletedFinalStateUnknown tombstone
 	}
+	meta := metav1ObjectMeta(p.ObjectMeta)
+	meta.DeletionTimestamp = p.DeletionTimestamp // terminating pods are not enrolled
+	for k, v := range p.Annotations {
+		if strings.HasPrefix(k, "meshless.io/") {
+			if meta.Annotations == nil {
+				meta.Annotations = map[string]string{}
+			}
+			meta.Annotations[k] = v
+		}
+	}
 	return &corev1.Pod{
 		TypeMeta:   p.TypeMeta,
-		ObjectMeta: metav1ObjectMeta(p.ObjectMeta),
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName},
+		ObjectMeta: meta,
+		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}, nil
 }
 

@@ -186,3 +186,22 @@ func (s Spec) families() []bool {
 	}
 	return out
 }
+
+// SpecFor is the rule spec for a registered pod: the defaults, the
+// families of its addresses and its exclusions. The CNI plugin and the
+// daemon's enrollment of pods already running both use it, so a pod gets
+// the same rules whichever wrote them.
+func SpecFor(p *cniapi.Pod) Spec {
+	s := DefaultSpec()
+	for _, ip := range p.IPs {
+		if ip.Is4() {
+			s.IPv4 = true
+		} else {
+			s.IPv6 = true
+		}
+	}
+	s.ExcludeInboundPorts = p.Exclusions.InboundPorts
+	s.ExcludeOutboundPorts = p.Exclusions.OutboundPorts
+	s.ExcludeOutboundCIDRs = p.Exclusions.OutboundCIDRs
+	return s
+}

@@ -2,10 +2,12 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -148,6 +150,164 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 	late = n.waitPodRunning(ctx, late, 120*time.Second)
 	t.Logf("web-2 Running %v after the daemon started (%v after creation)", time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	n.checkMeshed(ctx, cniapi.NewClient(d.Socket), late)
+
+	d.Stop()
+	testEnrollRunning(ctx, t, c, n)
+}
+
+// testEnrollRunning: pods that started while meshless-cni was not in the
+// CNI chain (Meshless installed on a node with pods) are found and enrolled
+// by meshlessd once it runs: registered with their identity under the
+// synthetic attachment enrolled-<UID>, their netns (found by address) has
+// the rules, and a client pod's call to a Service VIP goes through the
+// daemon. The daemon is down on entry.
+func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
+	const ns = "node-e2e"
+	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
+	meshed, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The chain without meshless-cni, as before `meshlessctl install-cni`.
+	var conf map[string]any
+	if err := json.Unmarshal(meshed, &conf); err != nil {
+		t.Fatal(err)
+	}
+	conf["plugins"] = conf["plugins"].([]any)[:1]
+	bare, _ := json.MarshalIndent(conf, "", "  ")
+	writeFile(t, list, bare)
+	t.Logf("conflist without meshless-cni:\n%s", bare)
+	time.Sleep(time.Second) // containerd reloads the conf dir on change
+
+	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "old-web"},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": "old-web"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := svc.Spec.ClusterIP
+	srv := serverPod("old-web-1")
+	srv.Labels = map[string]string{"app": "old-web"}
+	// The client is long-running: it calls the VIP later, by crictl exec.
+	cli := serverPod("old-client")
+	cli.Labels = map[string]string{"app": "old-client"}
+	t0 := time.Now()
+	srv = n.createPod(ctx, ns, srv)
+	cli = n.createPod(ctx, ns, cli)
+	// Running with the daemon down: the chain did not call meshless-cni.
+	srv = n.waitPodRunning(ctx, srv, 120*time.Second)
+	cli = n.waitPodRunning(ctx, cli, 120*time.Second)
+	t.Logf("pods %s (%s) and %s (%s) Running without the mesh %v after creation", srv.Name, srv.Status.PodIP, cli.Name, cli.Status.PodIP, time.Since(t0).Round(time.Millisecond))
+	for _, p := range []*corev1.Pod{srv, cli} {
+		_, netns, err := n.SandboxNetns(ns, p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rules, _ := netnsRules(t, netns); rules != "" {
+			t.Fatalf("%s has meshless rules before the daemon ran:\n%s", p.Name, rules)
+		}
+	}
+
+	// Meshless installed: the chain has meshless-cni again and the daemon
+	// starts, with --enroll-existing (the default).
+	writeFile(t, list, meshed)
+	t0 = time.Now()
+	d := n.StartDaemon()
+	client := cniapi.NewClient(d.Socket)
+	for _, p := range []*corev1.Pod{srv, cli} {
+		var reg *cniapi.PodStatus
+		waitUntil(t, "enrollment of "+p.Name, 60*time.Second, func() (bool, string) {
+			var err error
+			reg, err = findRegistration(ctx, client, p.UID)
+			return reg != nil, fmt.Sprint(err)
+		})
+		t.Logf("%s enrolled %v after the daemon started: %s netns %s listeners %v", p.Name, time.Since(t0).Round(time.Millisecond), reg.Key(), reg.Netns, reg.Listeners)
+		if reg.ContainerID != cniapi.EnrolledPrefix+string(p.UID) || reg.Namespace != ns || reg.Name != p.Name {
+			t.Errorf("registration %s %s/%s, want enrolled-%s %s/%s", reg.ContainerID, reg.Namespace, reg.Name, p.UID, ns, p.Name)
+		}
+		if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
+			t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
+		}
+		_, netns, err := n.SandboxNetns(ns, p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameFile(reg.Netns, netns) {
+			t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
+		}
+		waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
+			rules, _ := netnsRules(t, netns)
+			return rules != "", "no meshless rules in " + netns
+		})
+	}
+
+	want := srv.Status.PodIP + "@" + n.Name
+	waitUntil(t, "meshlessd routing "+ns+"/old-web to "+want, 30*time.Second, func() (bool, string) {
+		st, err := client.Status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, s := range st.Services {
+			if s.Name == ns+"/old-web" {
+				return slices.Contains(s.Endpoints, want), fmt.Sprintf("%+v", s)
+			}
+		}
+		return false, "no service " + ns + "/old-web"
+	})
+
+	// The client pod calls the VIP from its own container: no kube-proxy
+	// here, so only the daemon can carry it.
+	sandbox, _, err := n.SandboxNetns(ns, cli.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := n.Crictl("ps", "--pod", sandbox, "-q")
+	ids := strings.Fields(out)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("container of %s: %v %q", cli.Name, err, out)
+	}
+	const requests = 3
+	before := d.Metric(localOutbound)
+	// crictl exec talks to containerd's streaming server, which listens on
+	// loopback in the node netns: run it there.
+	ep := "unix://" + n.CRISock
+	b, err := exec.CommandContext(ctx, "nsenter", "--net="+n.Netns, "--", n.crictlBin, "--runtime-endpoint", ep, "--timeout", "30s",
+		"exec", ids[0], "/demo-client", "--n", fmt.Sprint(requests), "--new-conn", "--timeout", "10s", fmt.Sprintf("http://%s/", vip)).CombinedOutput()
+	out = string(b)
+	if err != nil {
+		t.Fatalf("demo-client in %s: %v\n%s", cli.Name, err, out)
+	}
+	if !strings.Contains(out, "instance=old-web-1 ") {
+		t.Errorf("client output does not show old-web-1 answering:\n%s", out)
+	}
+	after := d.Metric(localOutbound)
+	t.Logf("enrolled client -> %s (%s): %s %v -> %v; output:\n%s", vip, ns+"/old-web", localOutbound, before, after, strings.TrimSpace(out))
+	if after-before < requests {
+		t.Errorf("%s rose by %v, want >= %d", localOutbound, after-before, requests)
+	}
+
+	// Deleting an enrolled pod deregisters it (no CNI DEL reaches the
+	// daemon for it: the daemon sees the pod go in the API).
+	t0 = time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, srv.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "deregistration of enrolled "+srv.Name, 60*time.Second, func() (bool, string) {
+		reg, err := findRegistration(ctx, client, srv.UID)
+		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	})
+	t.Logf("enrolled %s deregistered %v after deletion", srv.Name, time.Since(t0).Round(time.Millisecond))
+}
+
+// sameFile reports whether two paths name the same file (netns inode).
+func sameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 func serverPod(name string) *corev1.Pod {

@@ -43,9 +43,10 @@ func run(ctx context.Context, cfg app.Config) error {
 func parseFlags(args []string) (app.Config, error) {
 	host, _ := os.Hostname()
 	var (
-		cfg      app.Config
-		logLevel string
-		logJSON  bool
+		cfg       app.Config
+		logLevel  string
+		logJSON   bool
+		excludeNS string
 	)
 	fs := flag.NewFlagSet("meshlessd", flag.ContinueOnError)
 	fs.StringVar(&cfg.NodeName, "node-name", host, "this node's name in the registry or cluster")
@@ -62,6 +63,8 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", forward.DefaultMeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
 	fs.BoolVar(&cfg.Sockmap, "sockmap", false, "forward TCP-to-TCP connections inside the kernel with a BPF sockmap instead of copying them (experimental; needs BPF)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on --admin-addr (profiling; off by default)")
+	fs.BoolVar(&cfg.EnrollExisting, "enroll-existing", true, "with Kubernetes discovery, enroll this node's running pods that are not in the mesh (started before meshless-cni was in the CNI chain)")
+	fs.StringVar(&excludeNS, "exclude-namespaces", "kube-system", "comma-separated namespaces whose pods are never enrolled (as the plugin's excludeNamespaces; empty: none)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&logJSON, "log-json", false, "log JSON instead of text")
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +75,12 @@ func parseFlags(args []string) (app.Config, error) {
 	}
 	if cfg.Registry != "" && cfg.Kubeconfig != "" {
 		return cfg, fmt.Errorf("--registry and --kubeconfig are exclusive")
+	}
+	cfg.ExcludeNamespaces = []string{}
+	for _, n := range strings.Split(excludeNS, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.ExcludeNamespaces = append(cfg.ExcludeNamespaces, n)
+		}
 	}
 	if cfg.RaceFanout < 0 || cfg.RaceStagger < 0 || cfg.IdleTimeout < 0 {
 		return cfg, fmt.Errorf("--race-fanout, --race-stagger and --idle-timeout must not be negative")
