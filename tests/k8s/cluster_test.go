@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/tests/harness"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -310,18 +312,22 @@ func (c *Cluster) etcdURL() string { return fmt.Sprintf("http://127.0.0.1:%d", c
 
 func (c *Cluster) start(name, bin string, args ...string) *proc {
 	c.t.Helper()
-	logPath := c.path(name + ".log")
+	return startLogged(c.t, name, c.path(name+".log"), exec.Command(bin, args...))
+}
+
+// startLogged starts cmd with its output appended to logPath. The process
+// dies with the test binary even if that is killed before its cleanups.
+func startLogged(t *testing.T, name, logPath string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	// Die with the test binary even if it is killed before its cleanups.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		c.t.Fatalf("start %s: %v", name, err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
@@ -471,16 +477,13 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
+// tail returns the last n lines of the file at path.
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return harness.Tail(string(b), n)
 }
 
 func firstLines(s string, n int) string {

@@ -614,26 +614,9 @@ serializeImagePulls: false
 // startProc starts a process in the node netns, logging into Dir.
 func (n *Node) startProc(name, bin string, args ...string) *proc {
 	n.t.Helper()
-	logPath := filepath.Join(n.Dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		n.t.Fatal(err)
-	}
 	// nsenter enters the netns and execs bin: the pid is bin's.
 	cmd := exec.Command("nsenter", append([]string{"--net=" + n.Netns, "--", bin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		n.t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	return p
+	return startLogged(n.t, name, filepath.Join(n.Dir, name+".log"), cmd)
 }
 
 // SandboxNetns returns the netns path of the running sandbox of the pod,
