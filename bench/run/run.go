@@ -376,17 +376,7 @@ func (b *bench) haproxyConfig() string {
 		p, _ := b.l.Pod(ref)
 		fmt.Fprintf(&race, "    server r%d %s:%d\n", i+1, p.IP, appPort)
 	}
-	return fmt.Sprintf(`global
-    uid 65534
-    gid 65534
-    maxconn 4000
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    retries 3
-frontend out
+	return haproxyDefaults + fmt.Sprintf(`frontend out
     bind 0.0.0.0:%d
     use_backend race if { dst %s }
     default_backend orig
@@ -461,8 +451,8 @@ func (b *bench) sidecarConfigFor(l *lab.Lab) string {
 	return b.haproxyConfigNoRace()
 }
 
-func (b *bench) haproxyConfigNoRace() string {
-	return fmt.Sprintf(`global
+// haproxyDefaults opens every sidecar's configuration.
+const haproxyDefaults = `global
     uid 65534
     gid 65534
     maxconn 4000
@@ -472,7 +462,10 @@ defaults
     timeout client 60s
     timeout server 60s
     retries 3
-frontend out
+`
+
+func (b *bench) haproxyConfigNoRace() string {
+	return haproxyDefaults + fmt.Sprintf(`frontend out
     bind 0.0.0.0:%d
     default_backend orig
 backend orig
