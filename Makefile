@@ -30,7 +30,7 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshless-cni ./plugin/cmd/meshless-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessd ./daemon/cmd/meshlessd
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessctl ./daemon/cmd/meshlessctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessctl ./install/cmd/meshlessctl
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-server ./tests/apps/demo-server
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-client ./tests/apps/demo-client
 

@@ -29,7 +29,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // AnnotationsKey is the runtimeConfig key under which containerd and CRI-O

@@ -7,7 +7,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // selectBackend returns the rule backend for mode. It runs in the host

@@ -12,7 +12,7 @@ import (
 
 	"github.com/meshless/meshless/bench/load"
 	"github.com/meshless/meshless/bench/report"
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // memoryLab builds one node with p.memPods pods: the memory of its one

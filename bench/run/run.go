@@ -22,8 +22,8 @@ import (
 	"github.com/meshless/meshless/bench/load"
 	"github.com/meshless/meshless/bench/report"
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/daemon/lab"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/lab"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // Config configures Run.

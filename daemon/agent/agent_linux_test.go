@@ -17,7 +17,7 @@ import (
 	"github.com/meshless/meshless/daemon/agent"
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/cniserver"
-	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/internal/nstest"

@@ -13,7 +13,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/app"
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/internal/nstest"
 )
 

@@ -40,7 +40,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // Agent is what the enrollment needs of the daemon's agent.

@@ -5,7 +5,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // RedirectRules writes the plugin's rules (package redirect) inside a

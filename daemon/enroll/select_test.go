@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 const node = "n1"

@@ -21,7 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshless/meshless/daemon/agent"
-	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"

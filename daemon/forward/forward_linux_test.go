@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/daemon/sockmap"
 	"github.com/meshless/meshless/daemon/tunnel"
 )

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshless/meshless/daemon/internal/podtest"
+	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/daemon/podnet"
 	"github.com/meshless/meshless/daemon/pump"
 )

@@ -54,7 +54,7 @@ func Get(t testing.TB) Bins {
 var projectBins = map[string]string{
 	"meshless-cni": "./plugin/cmd/meshless-cni",
 	"meshlessd":    "./daemon/cmd/meshlessd",
-	"meshlessctl":  "./daemon/cmd/meshlessctl",
+	"meshlessctl":  "./install/cmd/meshlessctl",
 }
 
 var refPlugins = []string{"main/bridge", "main/loopback", "ipam/host-local"}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/meshless/meshless/tests/harness"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // The pods of the suite: the client on node 1, a server on each node.

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 	"github.com/meshless/meshless/internal/nstest"
-	"github.com/meshless/meshless/plugin/redirect"
+	"github.com/meshless/meshless/internal/redirect"
 	"github.com/meshless/meshless/tests/harness"
 )
 

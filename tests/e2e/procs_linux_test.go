@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshless/meshless/tests/harness"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 	"golang.org/x/sys/unix"
 )
 

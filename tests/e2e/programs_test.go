@@ -1,5 +1,5 @@
 // Package e2e runs real third-party programs from Debian packages, which
-// know nothing of the mesh, in the pods of a local lab (daemon/lab): nginx
+// know nothing of the mesh, in the pods of a local lab (internal/lab): nginx
 // served to curl, redis-server driven by redis-cli and redis-benchmark,
 // same-node and cross-node. Each workload runs twice on the same pods:
 // meshed, as the lab wires them, and again after the Meshless rules are

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 const (

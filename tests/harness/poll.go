@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // Eventually polls cond every 10 ms until it returns nil, failing t with

@@ -15,7 +15,7 @@ import (
 
 	"github.com/meshless/meshless/tests/harness"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // app is a test application: each connection is read to EOF, then

@@ -1,5 +1,5 @@
 // Package mesh is the end-to-end suite of the node daemon's forwarding, on
-// the local lab (daemon/lab): two nodes with a real meshlessd each, pods
+// the local lab (internal/lab): two nodes with a real meshlessd each, pods
 // wired by the real bridge + host-local + meshless-cni chain. It checks
 // same-node, cross-node, service and passthrough connections and the path
 // metrics, unix-socket delivery, racing past an endpoint that drops SYNs,

@@ -14,7 +14,7 @@ import (
 
 	"github.com/meshless/meshless/tests/harness"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // TestMesh runs the suite on one lab: the subtests run in order and each

@@ -16,7 +16,7 @@ import (
 	"github.com/meshless/meshless/internal/testbins"
 
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 	"github.com/meshless/meshless/internal/nstest"
 )
 

@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/meshless/meshless/daemon/demo"
+	"github.com/meshless/meshless/internal/demo"
 )
 
 func init() {

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 // Options configure a demo run.

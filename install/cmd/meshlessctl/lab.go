@@ -7,7 +7,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/meshless/meshless/daemon/lab"
+	"github.com/meshless/meshless/internal/lab"
 )
 
 func init() {
