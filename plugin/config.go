@@ -28,8 +28,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/redirect"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // AnnotationsKey is the runtimeConfig key under which containerd and CRI-O
@@ -98,7 +98,7 @@ func parseConfig(stdin []byte) (*Config, error) {
 		return nil, &decodeError{fmt.Errorf("parse config: %w", err)}
 	}
 	if conf.DaemonSocket == "" {
-		conf.DaemonSocket = cniapi.DefaultSocket
+		conf.DaemonSocket = wellknown.DaemonSocket
 	}
 	if conf.Redirect == "" {
 		conf.Redirect = redirect.ModeAuto

@@ -9,8 +9,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/redirect"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 const prev = `"prevResult": {"cniVersion": "1.0.0",
@@ -29,7 +29,7 @@ func TestParseConfig(t *testing.T) {
 			name: "defaults",
 			conf: `{"cniVersion":"1.0.0","name":"n","type":"meshless-cni"}`,
 			check: func(t *testing.T, c *Config) {
-				if c.DaemonSocket != cniapi.DefaultSocket || c.Redirect != redirect.ModeAuto || c.FailOpen {
+				if c.DaemonSocket != wellknown.DaemonSocket || c.Redirect != redirect.ModeAuto || c.FailOpen {
 					t.Errorf("defaults: %+v", c)
 				}
 				if !slices.Equal(c.ExcludeNamespaces, []string{"kube-system"}) {

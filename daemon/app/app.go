@@ -1,7 +1,21 @@
-// Package app wires the node daemon together: state store, agent, routing
-// table fed by the registry file, forwarding handler, tunnel server, CNI
-// socket and admin server. cmd/meshlessd only parses flags into a Config
-// and calls Run.
+// Package app runs the node daemon: it builds the parts (build.go) and
+// starts them in explicit phases under one error group, so that the first
+// real error stops the daemon and is what the user sees.
+//
+//	err := app.Run(ctx, app.Config{NodeName: "n1", Registry: "/etc/meshless/registry.yaml"})
+//
+// The phases, in order:
+//
+//  1. admin: /healthz answers, /readyz says 503 until the end of phase 4;
+//  2. discovery: the routing table's source starts; the daemon waits for
+//     its first model (or, on Kubernetes, at most discovery.KubeSyncWait),
+//     so the first connections already follow the routes;
+//  3. sockets: the tunnel listener binds (a wrong --tunnel-addr fails the
+//     start) and the local API socket serves (the plugin gets 503 and
+//     retries during the restore, rather than "no such file");
+//  4. restore: the pods registered before get their listeners back;
+//  5. serve: the tunnel accepts, pods already running are enrolled, and
+//     the daemon is ready.
 package app
 
 import (
@@ -10,37 +24,31 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/meshless/meshless/daemon/admin"
-	"github.com/meshless/meshless/daemon/agent"
-	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/daemon/cniserver"
-	"github.com/meshless/meshless/daemon/enroll"
-	"github.com/meshless/meshless/daemon/forward"
-	"github.com/meshless/meshless/daemon/metrics"
-	"github.com/meshless/meshless/daemon/podstore"
-	"github.com/meshless/meshless/daemon/routes"
-	"github.com/meshless/meshless/daemon/sockmap"
+	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/localapi"
 )
 
 // Config is the daemon's configuration, one field per meshlessd flag.
 type Config struct {
 	NodeName string
-	// Socket is the CNI API unix socket.
+	// Socket is the local API unix socket.
 	Socket string
 	// StateDir holds the pod registrations.
 	StateDir string
-	// Registry is the YAML registry file, watched for changes. Kubeconfig
-	// (Kubernetes discovery) is not implemented yet: Run refuses it.
-	// Neither means no discovery: every connection is passthrough.
+	// Registry is the YAML registry file, watched for changes. Without it
+	// the source is the Kubernetes API: Kubeconfig, or the in-cluster
+	// configuration when that is empty too.
 	Registry   string
 	Kubeconfig string
 	// TunnelAddr is where the cross-node tunnel listens; empty disables
-	// it (this node then only sends tunnels).
+	// it (this node then only sends tunnels). Its port is also the port
+	// of the other nodes' tunnels under Kubernetes discovery.
 	TunnelAddr string
 	// AdminAddr serves /healthz, /readyz and /metrics.
 	AdminAddr string
@@ -52,9 +60,9 @@ type Config struct {
 	RaceStagger time.Duration
 	// InboundPolicy rules inbound connections that did not come through a
 	// daemon.
-	InboundPolicy forward.Policy
+	InboundPolicy decide.Policy
 	// MeshletDir holds the pods' Meshless folders (unix sockets);
-	// forward.DefaultMeshletDir when empty.
+	// wellknown.MeshletDir when empty.
 	MeshletDir string
 	// Pprof serves /debug/pprof/ on the admin address.
 	Pprof bool
@@ -62,14 +70,6 @@ type Config struct {
 	// sockmap) instead of copying them in user space. Run fails when the
 	// program cannot be loaded.
 	Sockmap bool
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger
-	// Handler overrides the forwarding connection handler (the tunnel
-	// server still uses a forwarding handler).
-	Handler agent.ConnHandler
-	// Metrics overrides the daemon's metrics (the handler should use the
-	// same); default metrics.New().
-	Metrics *metrics.Metrics
 	// EnrollExisting, with Kubernetes discovery, enrolls the pods of this
 	// node that run without the mesh (started before meshless-cni was in
 	// the CNI chain): see package enroll.
@@ -77,225 +77,131 @@ type Config struct {
 	// ExcludeNamespaces are never enrolled; nil means kube-system (the
 	// plugin's default excludeNamespaces), empty non-nil none.
 	ExcludeNamespaces []string
-	// Started, if set, is called once the daemon serves and is ready.
-	Started func(*Daemon)
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
 }
 
-// Daemon is a running daemon, as seen by Config.Started.
-type Daemon struct {
-	Agent     *agent.Agent
-	Metrics   *metrics.Metrics
-	AdminAddr net.Addr
-	// Routes is the routing table.
-	Routes *routes.Table
-	// TunnelAddr is the tunnel listener's address; nil when disabled.
-	TunnelAddr net.Addr
-}
-
-// Run runs the daemon until ctx is cancelled. On return the listeners in
-// pods are closed and the socket file removed; pod state stays on disk for
-// the next start.
+// Run runs the daemon until ctx is cancelled, or until a part of it fails:
+// then it stops the rest and returns that failure. On return the listeners
+// in pods are closed and the socket file removed; pod state stays on disk
+// for the next start.
 func Run(ctx context.Context, cfg Config) error {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	if cfg.Socket == "" {
-		cfg.Socket = cniapi.DefaultSocket
-	}
-	if cfg.Registry != "" && cfg.Kubeconfig != "" {
-		return errors.New("--registry and --kubeconfig are exclusive")
-	}
-	m := cfg.Metrics
-	if m == nil {
-		m = metrics.New()
-	}
-	store, err := podstore.Open(cfg.StateDir)
+	d, err := build(cfg)
 	if err != nil {
 		return err
 	}
-	table := routes.NewTable(cfg.NodeName)
-	nodeAddrs, err := forward.NewNodeAddrs()
-	if err != nil {
-		return fmt.Errorf("list node addresses: %w", err)
-	}
-	// The agent needs the handler and the handler the agent's pods: the
-	// indirection breaks the cycle.
-	pods := &podsRef{}
-	var sm *sockmap.Map
-	if cfg.Sockmap {
-		if sm, err = sockmap.Load(); err != nil {
-			return fmt.Errorf("--sockmap: %w", err)
+	defer d.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	// stop ends every phase and returns the first real error: a part that
+	// failed, before err, which is often only its consequence.
+	stop := func(err error) error {
+		cancel()
+		if gerr := g.Wait(); gerr != nil {
+			return gerr
 		}
-		defer sm.Close()
-	}
-	fw, err := forward.New(forward.Config{
-		Pods: pods, Routes: table, Metrics: m, Logger: log,
-		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
-		IdleTimeout: cfg.IdleTimeout, MeshletDir: cfg.MeshletDir,
-		InboundPolicy: cfg.InboundPolicy, NodeAddrs: nodeAddrs, Sockmap: sm,
-	})
-	if err != nil {
 		return err
 	}
-	var h agent.ConnHandler = fw
-	if cfg.Handler != nil {
-		h = cfg.Handler
+	var serving atomic.Bool
+	if err := d.serveAdmin(gctx, g, &serving); err != nil {
+		return stop(err)
 	}
-	ag, err := agent.New(agent.Config{Store: store, Handler: h, Socket: cfg.Socket, Metrics: m, Logger: log})
+	g.Go(func() error { return d.disc.Run(gctx) })
+	select {
+	case <-d.disc.Ready():
+	case <-gctx.Done():
+		return stop(nil)
+	}
+	tln, err := d.openSockets(gctx, g)
 	if err != nil {
-		return err
+		return stop(err)
 	}
-	pods.a = ag
-	defer ag.Close()
-	disc := &discovery{table: table, source: "kubernetes (in-cluster)", log: log}
-	switch {
-	case cfg.Registry != "":
-		disc.source = "registry " + cfg.Registry
-	case cfg.Kubeconfig != "":
-		disc.source = "kubernetes (" + cfg.Kubeconfig + ")"
+	serving.Store(true)
+	if err := d.pods.Start(gctx); err != nil {
+		if tln != nil {
+			tln.Close()
+		}
+		return stop(fmt.Errorf("restore state: %w", err))
 	}
+	d.serve(gctx, g, tln)
+	<-gctx.Done()
+	d.log.Info("meshlessd stopping")
+	return stop(nil)
+}
 
-	// Admin first: /healthz answers while the state is restored, /readyz
-	// says 503 until the CNI socket serves.
-	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+// serveAdmin is phase 1: the admin endpoints. The daemon is ready once the
+// pods are restored and the local API serves.
+func (d *daemon) serveAdmin(ctx context.Context, g *errgroup.Group, serving *atomic.Bool) error {
+	ln, err := net.Listen("tcp", d.cfg.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("listen admin: %w", err)
 	}
-	var serving atomic.Bool
 	ready := func() error {
-		if err := ag.Ready(); err != nil {
+		if err := d.pods.Ready(); err != nil {
 			return err
 		}
 		if !serving.Load() {
-			return errors.New("cni socket not serving yet")
+			return errors.New("local API socket not serving yet")
 		}
 		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	serve := func(name string, h func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := h(); err != nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
-				cancel()
-			}
-		}()
+	h := admin.NewHandler(ready, d.metrics.Registry)
+	if d.cfg.Pprof {
+		h = admin.WithPprof(h)
 	}
-	adminH := admin.NewHandler(ready, m.Registry)
-	if cfg.Pprof {
-		adminH = admin.WithPprof(adminH)
-	}
-	serve("admin", func() error { return cniserver.Serve(ctx, adminLn, adminH) })
-	defer wg.Wait()
-	wg.Go(func() { nodeAddrs.Run(ctx, 0, log) })
-
-	// The first registry poll (or Kubernetes sync) completes before the
-	// pods' listeners open, so the first connections already follow the
-	// routes. Without --registry the source is Kubernetes: --kubeconfig,
-	// else the in-cluster configuration.
-	var en *enroll.Enroller
-	if cfg.Registry == "" && cfg.EnrollExisting {
-		en, err = enroll.New(enroll.Config{
-			NodeName:          cfg.NodeName,
-			ExcludeNamespaces: cfg.ExcludeNamespaces,
-			Pods:              disc.podsOnNode(cfg.NodeName),
-			Agent:             ag,
-			Logger:            log,
-		})
-		if err != nil {
-			cancel()
-			return err
-		}
-		disc.onPods = en.Kick
-	}
-	first := make(chan struct{})
-	if cfg.Registry != "" {
-		serve("registry", func() error { return disc.watchRegistry(ctx, cfg.Registry, first) })
-	} else {
-		serve("kubernetes", func() error { return disc.watchKube(ctx, cfg.Kubeconfig, first) })
-	}
-	select {
-	case <-first:
-	case <-ctx.Done():
-	}
-	// The tunnel listener binds now (a wrong address fails the start) and
-	// serves once the pods are restored; until then connections wait in
-	// its backlog.
-	var (
-		tunnelAddr net.Addr
-		tln        net.Listener
-	)
-	if cfg.TunnelAddr != "" {
-		tln, err = net.Listen("tcp", cfg.TunnelAddr)
-		if err != nil {
-			cancel()
-			return fmt.Errorf("listen tunnel: %w", err)
-		}
-		tunnelAddr = tln.Addr()
-	}
-	statusBase := cniapi.DaemonStatus{Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String()}
-	if tunnelAddr != nil {
-		statusBase.TunnelAddr = tunnelAddr.String()
-	}
-
-	// The socket serves during the restore too: the plugin gets 503 and
-	// retries, rather than "no such file", which it would also retry but
-	// cannot tell from a daemon that is not installed.
-	sockLn, err := cniserver.Listen(cfg.Socket)
-	if err != nil {
-		cancel()
-		if tln != nil {
-			tln.Close()
-		}
-		return err
-	}
-	serve("cni socket", func() error {
-		return cniserver.Serve(ctx, sockLn, withStatus(cniserver.NewHandler(ag, log), func() *cniapi.DaemonStatus {
-			return disc.status(statusBase)
-		}))
-	})
-	serving.Store(true)
-	if err := ag.Start(ctx); err != nil {
-		cancel()
-		if tln != nil {
-			tln.Close()
-		}
-		return fmt.Errorf("restore state: %w", err)
-	}
-	if tln != nil {
-		srv := fw.TunnelServer()
-		serve("tunnel", func() error { return srv.Serve(ctx, tln) })
-	}
-	if en != nil {
-		// The agent restored its state: pods registered before are known,
-		// so only those still without the mesh are enrolled.
-		serve("enroll", func() error { return en.Run(ctx) })
-		en.Kick()
-	}
-	log.Info("meshlessd ready", "node", cfg.NodeName, "socket", cfg.Socket, "admin", adminLn.Addr().String(),
-		"state_dir", cfg.StateDir, "tunnel_addr", cfg.TunnelAddr, "registry", cfg.Registry,
-		"inbound_policy", cfg.InboundPolicy.String(), "race_fanout", cfg.RaceFanout, "race_stagger", cfg.RaceStagger, "sockmap", cfg.Sockmap, "enroll_existing", en != nil)
-	if cfg.Started != nil {
-		cfg.Started(&Daemon{Agent: ag, Metrics: m, AdminAddr: adminLn.Addr(), Routes: table, TunnelAddr: tunnelAddr})
-	}
-	<-ctx.Done()
-	log.Info("meshlessd stopping")
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	d.adminAddr = ln.Addr()
+	g.Go(func() error { return named("admin", localapi.Serve(ctx, ln, h)) })
+	g.Go(func() error { d.nodeAddrs.Run(ctx, 0, d.log); return nil })
+	return nil
 }
 
-// podsRef is forward.Pods through an agent set after the handler exists.
-type podsRef struct{ a *agent.Agent }
+// openSockets is phase 3: the tunnel listener binds now and serves once
+// the pods are restored (until then connections wait in its backlog); the
+// local API serves at once.
+func (d *daemon) openSockets(ctx context.Context, g *errgroup.Group) (net.Listener, error) {
+	var tln net.Listener
+	if d.cfg.TunnelAddr != "" {
+		var err error
+		if tln, err = net.Listen("tcp", d.cfg.TunnelAddr); err != nil {
+			return nil, fmt.Errorf("listen tunnel: %w", err)
+		}
+		d.status.TunnelAddr = tln.Addr().String()
+	}
+	sock, err := localapi.Listen(d.cfg.Socket)
+	if err != nil {
+		if tln != nil {
+			tln.Close()
+		}
+		return nil, err
+	}
+	h := localapi.NewHandler(localapi.Config{Pods: d.pods, Status: d.status, Logger: d.log})
+	g.Go(func() error { return named("local API socket", localapi.Serve(ctx, sock, h)) })
+	return tln, nil
+}
 
-// PodByIP implements forward.Pods.
-func (p *podsRef) PodByIP(ip netip.Addr) (*agent.Pod, bool) { return p.a.PodByIP(ip) }
+// serve is phase 5: the tunnel accepts and running pods are enrolled.
+func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener) {
+	if tln != nil {
+		srv := d.proxy.TunnelServer()
+		g.Go(func() error { return named("tunnel", srv.Serve(ctx, tln)) })
+	}
+	if d.enroller != nil {
+		// The pods were restored: those registered before are known, so
+		// only those still without the mesh are enrolled.
+		g.Go(func() error { return named("enroll", d.enroller.Run(ctx)) })
+		d.enroller.Kick()
+	}
+	d.log.Info("meshlessd ready", "node", d.cfg.NodeName, "socket", d.cfg.Socket, "admin", d.adminAddr.String(),
+		"state_dir", d.cfg.StateDir, "tunnel_addr", d.status.TunnelAddr, "discovery", d.disc.Status().Source,
+		"inbound_policy", d.cfg.InboundPolicy.String(), "race_fanout", d.cfg.RaceFanout, "race_stagger", d.cfg.RaceStagger,
+		"sockmap", d.cfg.Sockmap, "enroll_existing", d.enroller != nil)
+}
+
+// named prefixes a part's error with its name; nil stays nil.
+func named(part string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", part, err)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,8 +14,8 @@ import (
 
 	"github.com/meshless/meshless/daemon/app"
 	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/podtest"
 )
 
 // TestRunServesAndShutsDown runs the whole daemon: admin endpoints answer,
@@ -31,27 +32,28 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		NodeName:  "n1",
 		Socket:    filepath.Join(dir, "run", "cni.sock"),
 		StateDir:  filepath.Join(dir, "state"),
-		AdminAddr: "127.0.0.1:0",
+		AdminAddr: freeAddr(t),
 		Registry:  reg,
 	}
 	pod := podtest.NewPod(t, "198.19.1.2/24")
 	p := podtest.Pod("c1", pod, "198.19.1.2")
 
 	for round := range 2 {
-		started := make(chan *app.Daemon, 1)
-		cfg.Started = func(d *app.Daemon) { started <- d }
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- app.Run(ctx, cfg) }()
-		var d *app.Daemon
-		select {
-		case d = <-started:
-		case err := <-done:
-			t.Fatalf("run: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("daemon did not start")
-		}
-		base := "http://" + d.AdminAddr.String()
+		base := "http://" + cfg.AdminAddr
+		podtest.Eventually(t, 10*time.Second, func() error {
+			select {
+			case err := <-done:
+				t.Fatalf("run: %v", err)
+			default:
+			}
+			if code, body := tryGet(base + "/readyz"); code != 200 {
+				return fmt.Errorf("readyz %d %q", code, body)
+			}
+			return nil
+		})
 		tests := []struct{ path, want string }{
 			{"/healthz", "ok"},
 			{"/readyz", "ready"},
@@ -91,6 +93,28 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 }
 
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// tryGet is get for polling: a connection error is status 0.
+func tryGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -118,5 +142,51 @@ func TestRunNeedsDiscovery(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "--registry") || !strings.Contains(err.Error(), "--kubeconfig") {
 		t.Fatalf("Run without discovery = %v, want an error naming --registry and --kubeconfig", err)
+	}
+}
+
+// TestRunDiscoveryFails: when the Kubernetes source cannot start, Run
+// returns that error, also when pods saved by an earlier run are restored
+// (it used to say "restore state: context canceled", or log "ready" and
+// exit).
+func TestRunDiscoveryFails(t *testing.T) {
+	nstest.RequireRoot(t)
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "registry.yaml")
+	if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := app.Config{
+		NodeName:  "n1",
+		Socket:    filepath.Join(dir, "run", "cni.sock"),
+		StateDir:  filepath.Join(dir, "state"),
+		AdminAddr: freeAddr(t),
+	}
+	for _, saved := range []bool{false, true} {
+		if saved {
+			// A first run with a registry leaves a pod's state behind.
+			pod := podtest.NewPod(t, "198.19.1.3/24")
+			c := cfg
+			c.Registry = reg
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- app.Run(ctx, c) }()
+			podtest.Eventually(t, 10*time.Second, func() error {
+				_, err := cniapi.NewClient(c.Socket).Register(ctx, podtest.Pod("c2", pod, "198.19.1.3"))
+				return err
+			})
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := cfg
+		c.Kubeconfig = filepath.Join(dir, "no-such-kubeconfig")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := app.Run(ctx, c)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "kubernetes discovery") || strings.Contains(err.Error(), "context canceled") {
+			t.Errorf("saved pods %v: Run = %v, want the discovery error", saved, err)
+		}
 	}
 }

@@ -28,44 +28,6 @@ import (
 	"strings"
 )
 
-// DefaultSocket is where meshlessd serves this API unless told otherwise.
-const DefaultSocket = "/run/meshless/cni.sock"
-
-// Ports the daemon listens on inside each pod netns and on the node.
-const (
-	// OutboundPort receives the pod's redirected outgoing TCP (loopback only).
-	OutboundPort = 15001
-	// InboundPort receives TCP into the pod that did not come through a daemon.
-	InboundPort = 15006
-	// TunnelPort is the daemon's node-address port for cross-node traffic.
-	TunnelPort = 15008
-	// AdminPort serves /healthz, /readyz and /metrics.
-	AdminPort = 15020
-)
-
-// SkipMark is the socket mark (SO_MARK) the daemon sets on every socket it
-// creates, under SkipMarkMask. The redirection rules let packets carrying it
-// pass untouched; without it the daemon's own connections from inside a pod
-// netns would be redirected back to the daemon, looping forever.
-const (
-	SkipMark     uint32 = 0x4d4c // "ML"
-	SkipMarkMask uint32 = 0xffff
-)
-
-// TransparentMark is the socket mark of the daemon's connections that bind
-// a foreign source address (IP_TRANSPARENT) inside a pod netns: the client
-// pod's IP, so the server app sees who really called. It includes SkipMark
-// in its low 16 bits, so the redirection rules skip it too. Bit 16 selects
-// the return routing in the pod netns: the app's replies to that foreign
-// address belong to the daemon's socket on this host, so connections marked
-// this way have their replies routed to the local table instead of out of
-// the pod's interface.
-const (
-	TransparentMark     uint32 = 0x10000 | SkipMark
-	TransparentMarkBit  uint32 = 0x10000
-	TransparentRouteTab        = 0x4d4c // routing table for those replies
-)
-
 // Attachment names one CNI attachment: the container ID and interface name
 // the runtime uses in ADD, DEL, CHECK and GC.
 type Attachment struct {

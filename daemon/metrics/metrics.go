@@ -10,6 +10,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshless/meshless/daemon/race"
 )
 
 // Label values of "direction".
@@ -32,11 +34,52 @@ const (
 	PathPassthrough = "passthrough"
 )
 
-// Label values of "result" in meshless_race_total.
+// Label values of "result" in meshless_race_total: race.Result's values.
+var raceResults = []race.Result{race.Won, race.Lost, race.Failed}
+
+// Label values of "reason" in meshless_connection_failures_total: why a
+// connection was not forwarded.
 const (
-	RaceWon    = "won"
-	RaceLost   = "lost"
-	RaceFailed = "failed"
+	// ReasonOrigDst: the original destination could not be read.
+	ReasonOrigDst = "origdst"
+	// ReasonLoop: the connection was addressed to the daemon's listener.
+	ReasonLoop = "loop"
+	// ReasonNoEndpoints: the service has no endpoints.
+	ReasonNoEndpoints = "no_endpoints"
+	// ReasonDial: the destination (every candidate) could not be reached.
+	ReasonDial = "dial"
+	// ReasonInboundPolicy: the strict inbound policy refused the client.
+	ReasonInboundPolicy = "inbound_policy"
+	// ReasonConnType: a connection of an unexpected kind (internal error).
+	ReasonConnType = "conn_type"
+)
+
+// Reasons of the tunnel's server side: a tunnel connection dropped before
+// its bytes were relayed.
+const (
+	// ReasonBadMagic: the first bytes were not the tunnel's magic.
+	ReasonBadMagic = "bad_magic"
+	// ReasonBadVersion: a version this server does not speak.
+	ReasonBadVersion = "bad_version"
+	// ReasonMalformed: the header was malformed.
+	ReasonMalformed = "malformed_header"
+	// ReasonTooLong: the announced header length exceeded the maximum.
+	ReasonTooLong = "header_too_long"
+	// ReasonHeaderTimeout: the header did not arrive in time.
+	ReasonHeaderTimeout = "header_timeout"
+	// ReasonHeaderRead: the connection failed or closed before a whole
+	// header.
+	ReasonHeaderRead = "header_read"
+	// ReasonRefused: the application refused the connection.
+	ReasonRefused = "dial_refused"
+	// ReasonUnreachable: the application was unreachable or timed out.
+	ReasonUnreachable = "dial_unreachable"
+	// ReasonForbidden: the destination is not a pod of this node.
+	ReasonForbidden = "dial_forbidden"
+	// ReasonDialFailed: any other failure to reach the application.
+	ReasonDialFailed = "dial_failed"
+	// ReasonReply: the tunnel's OK reply could not be written.
+	ReasonReply = "reply_write"
 )
 
 // Metrics holds every metric the daemon exports.
@@ -99,8 +142,8 @@ func New() *Metrics {
 			m.Connections.WithLabelValues(d, p)
 		}
 	}
-	for _, r := range []string{RaceWon, RaceLost, RaceFailed} {
-		m.Race.WithLabelValues(r)
+	for _, r := range raceResults {
+		m.Race.WithLabelValues(string(r))
 	}
 	return m
 }

@@ -23,7 +23,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/vishvananda/netlink"
+
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // hostNS is the daemon's own netns, opened once: every switch into a pod
@@ -120,10 +122,22 @@ func markControl(mark uint32, extra func(fd uintptr) error) func(network, addres
 
 // Listen opens a TCP listener inside the namespace. Its sockets carry the
 // skip mark.
+//
+// A namespace starts with its loopback interface down: ::1 cannot be
+// bound then ("bind: cannot assign requested address"), and 127.0.0.1 can
+// but nothing reaches it ("network is unreachable"). A runtime that runs
+// the CNI chain before its loopback plugin, or without one, would leave the
+// pod's redirected connections nowhere to go; so for a loopback address
+// Listen brings lo up first, as the loopback plugin would.
 func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	var ln net.Listener
 	err := n.Do(func() error {
-		lc := net.ListenConfig{Control: markControl(cniapi.SkipMark, nil)}
+		if isLoopback(addr) {
+			if err := loopbackUp(); err != nil {
+				return fmt.Errorf("bring up the netns's loopback interface: %w", err)
+			}
+		}
+		lc := net.ListenConfig{Control: markControl(wellknown.SkipMark, nil)}
 		var err error
 		ln, err = lc.Listen(context.Background(), network, addr)
 		return err
@@ -134,6 +148,28 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// isLoopback reports whether the host part of addr is a loopback address.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// loopbackUp sets the calling thread's netns's lo up unless it is.
+func loopbackUp() error {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if lo.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	return netlink.LinkSetUp(lo)
+}
+
 // DialOptions tune a connection made from inside a namespace.
 type DialOptions struct {
 	// Source, when valid, is bound as the connection's source address with
@@ -141,8 +177,8 @@ type DialOptions struct {
 	// though it is not local to this namespace. The namespace needs routing
 	// that returns the replies to the daemon (see the CNI plugin's rules).
 	Source netip.Addr
-	// Mark is the socket mark (SO_MARK). Zero means cniapi.SkipMark for a
-	// connection without Source and cniapi.TransparentMark with one: the
+	// Mark is the socket mark (SO_MARK). Zero means wellknown.SkipMark for a
+	// connection without Source and wellknown.TransparentMark with one: the
 	// transparent mark selects the pod's return routing for replies to
 	// the foreign source. Any mark must include SkipMark under
 	// SkipMarkMask, or the pod's rules redirect the connection back to the
@@ -160,9 +196,9 @@ func (n *NS) Dial(ctx context.Context, network, addr string, o DialOptions) (*ne
 	var extra func(fd uintptr) error
 	mark := o.Mark
 	if mark == 0 {
-		mark = cniapi.SkipMark
+		mark = wellknown.SkipMark
 		if o.Source.IsValid() {
-			mark = cniapi.TransparentMark
+			mark = wellknown.TransparentMark
 		}
 	}
 	if o.Source.IsValid() {

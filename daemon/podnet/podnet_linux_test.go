@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // Addresses of the test netns: podIP on its lo, blackholeNet routed into lo
@@ -160,8 +160,8 @@ func TestDialInNetns(t *testing.T) {
 		if got := c.RemoteAddr().(*net.TCPAddr).AddrPort(); got != addr {
 			t.Errorf("remote address %v, want %v", got, addr)
 		}
-		if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != cniapi.SkipMark {
-			t.Errorf("mark %#x, want %#x", m, cniapi.SkipMark)
+		if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != wellknown.SkipMark {
+			t.Errorf("mark %#x, want %#x", m, wellknown.SkipMark)
 		}
 		if v := sockInt(t, c, unix.IPPROTO_TCP, unix.TCP_NODELAY); v == 0 {
 			t.Error("TCP_NODELAY off, want on as net.Dial sets it")
@@ -179,13 +179,13 @@ func TestDialInNetns(t *testing.T) {
 	}
 
 	// A chosen mark.
-	c, err := n.Dial(context.Background(), "tcp4", addr.String(), DialOptions{Mark: cniapi.SkipMark | 0x20000})
+	c, err := n.Dial(context.Background(), "tcp4", addr.String(), DialOptions{Mark: wellknown.SkipMark | 0x20000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != cniapi.SkipMark|0x20000 {
-		t.Errorf("mark %#x, want %#x", m, cniapi.SkipMark|0x20000)
+	if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != wellknown.SkipMark|0x20000 {
+		t.Errorf("mark %#x, want %#x", m, wellknown.SkipMark|0x20000)
 	}
 	accepted(t, acc)
 
@@ -234,8 +234,8 @@ func TestDialTransparent(t *testing.T) {
 		if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != foreignIP {
 			t.Errorf("local address %v, want %v", got, foreignIP)
 		}
-		if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != cniapi.TransparentMark {
-			t.Errorf("mark %#x, want %#x", m, cniapi.TransparentMark)
+		if m := sockInt(t, c, unix.SOL_SOCKET, unix.SO_MARK); uint32(m) != wellknown.TransparentMark {
+			t.Errorf("mark %#x, want %#x", m, wellknown.TransparentMark)
 		}
 		if v := sockInt(t, c, unix.SOL_IP, unix.IP_TRANSPARENT); v != 1 {
 			t.Errorf("IP_TRANSPARENT %d", v)
@@ -320,4 +320,36 @@ func BenchmarkDial(b *testing.B) {
 		}
 		c.Close()
 	}
+}
+
+// TestListenLoopbackDown: a netns whose lo is still down (a runtime that
+// runs the CNI chain before its loopback plugin) gets lo brought up and
+// the listener on ::1 opened, instead of "cannot assign requested
+// address", and reachable.
+func TestListenLoopbackDown(t *testing.T) {
+	netns := nstest.NewBare(t)
+	n, err := Open(netns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ln, err := n.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatalf("listen with lo down: %v", err)
+	}
+	defer ln.Close()
+	var up bool
+	netns.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		up = err == nil && lo.Attrs().Flags&net.FlagUp != 0
+		return err
+	})
+	if !up {
+		t.Error("lo still down after Listen")
+	}
+	c, err := n.Dial(context.Background(), "tcp6", ln.Addr().String(), DialOptions{})
+	if err != nil {
+		t.Fatalf("dial the listener: %v", err)
+	}
+	c.Close()
 }

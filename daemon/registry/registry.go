@@ -33,8 +33,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // Registry is a validated registry file.
@@ -369,7 +369,7 @@ func parseNodeAddress(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, errors.New("required")
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.AddrPortFrom(a.Unmap(), cniapi.TunnelPort), nil
+		return netip.AddrPortFrom(a.Unmap(), wellknown.TunnelPort), nil
 	}
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshless/meshless/daemon/metrics"
 )
 
 // Dialer connects the server to the application a tunnel targets. The
@@ -20,7 +21,7 @@ type Dialer interface {
 	// zero AddrPort when the client sent none). It returns an error
 	// wrapping ErrForbidden when h.Dst is not served by this node. The
 	// connection is TCP or, for a pod serving a unix socket, unix; either
-	// way it must support CloseWrite (see pump.Conn).
+	// way it must support CloseWrite (relay.Conn).
 	DialTarget(ctx context.Context, h Header) (net.Conn, error)
 }
 
@@ -36,35 +37,59 @@ func (f DialerFunc) DialTarget(ctx context.Context, h Header) (net.Conn, error) 
 // does not serve; the client receives StatusForbidden.
 var ErrForbidden = errors.New("destination not served by this node")
 
-// Reason says why the server dropped a tunnel connection before piping; it
-// is meant as a metrics label.
-type Reason string
+// RejectError is what Server.OnReject receives: a tunnel connection dropped
+// before its bytes were relayed, at which stage, and the status the client
+// was sent (StatusOK when it was sent none).
+type RejectError struct {
+	// Stage is "header", "dial" or "reply".
+	Stage string
+	// Header is the request, when it was read.
+	Header Header
+	// Status is what the client was told; StatusOK when nothing was sent.
+	Status Status
+	// Err is the cause: a header error (ErrBadMagic, ErrBadVersion,
+	// ErrTooLong, ErrMalformed, os.ErrDeadlineExceeded, a read error), the
+	// Dialer's error, or the write error of the reply.
+	Err error
+}
 
-// Reasons for Server.OnReject.
-const (
-	// ReasonBadMagic: the first bytes were not the magic.
-	ReasonBadMagic Reason = "bad_magic"
-	// ReasonBadVersion: a version this server does not speak.
-	ReasonBadVersion Reason = "bad_version"
-	// ReasonMalformed: the header was malformed.
-	ReasonMalformed Reason = "malformed_header"
-	// ReasonTooLong: the announced header length exceeded MaxHeaderLen.
-	ReasonTooLong Reason = "header_too_long"
-	// ReasonTimeout: the header did not arrive within HeaderTimeout.
-	ReasonTimeout Reason = "header_timeout"
-	// ReasonRead: the connection failed or closed before a whole header.
-	ReasonRead Reason = "header_read"
-	// ReasonDialRefused: the application refused the connection.
-	ReasonDialRefused Reason = "dial_refused"
-	// ReasonDialUnreachable: the application was unreachable or timed out.
-	ReasonDialUnreachable Reason = "dial_unreachable"
-	// ReasonDialForbidden: the Dialer refused the destination.
-	ReasonDialForbidden Reason = "dial_forbidden"
-	// ReasonDialFailed: any other dial failure.
-	ReasonDialFailed Reason = "dial_failed"
-	// ReasonReply: the OK reply could not be written.
-	ReasonReply Reason = "reply_write"
-)
+// Error returns "tunnel <stage>: <cause>".
+func (e *RejectError) Error() string { return "tunnel " + e.Stage + ": " + e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// Reason returns the meshless_connection_failures_total label of the
+// rejection.
+func (e *RejectError) Reason() string {
+	switch e.Stage {
+	case "reply":
+		return metrics.ReasonReply
+	case "dial":
+		switch e.Status {
+		case StatusForbidden:
+			return metrics.ReasonForbidden
+		case StatusRefused:
+			return metrics.ReasonRefused
+		case StatusUnreachable:
+			return metrics.ReasonUnreachable
+		}
+		return metrics.ReasonDialFailed
+	}
+	switch {
+	case errors.Is(e.Err, ErrBadMagic):
+		return metrics.ReasonBadMagic
+	case errors.Is(e.Err, ErrBadVersion):
+		return metrics.ReasonBadVersion
+	case errors.Is(e.Err, ErrTooLong):
+		return metrics.ReasonTooLong
+	case errors.Is(e.Err, ErrMalformed):
+		return metrics.ReasonMalformed
+	case errors.Is(e.Err, os.ErrDeadlineExceeded):
+		return metrics.ReasonHeaderTimeout
+	}
+	return metrics.ReasonHeaderRead
+}
 
 // Default timeouts of a Server.
 const (
@@ -84,23 +109,22 @@ type Server struct {
 	// DialTimeout bounds DialTarget; DefaultDialTimeout when zero.
 	DialTimeout time.Duration
 	// OnReject, when set, is called for every connection dropped before
-	// piping, with the reason and the error. It must be safe for
+	// its bytes were relayed, with a *RejectError. It must be safe for
 	// concurrent use.
-	OnReject func(reason Reason, err error)
-	// OnConnect, when set, is called for every tunnel whose target
-	// connection was established, before piping.
-	OnConnect func(h Header)
-	// Pipe, when set, carries the bytes between the client connection and
-	// the target connection, both ways with half-close, and closes both
-	// when done. The default is a minimal copy loop (to be replaced by
-	// daemon/pump).
-	Pipe func(client *net.TCPConn, target net.Conn)
+	OnReject func(err *RejectError)
+	// Relay carries the bytes between the client connection and the
+	// target connection once the client was told OK, both ways with
+	// half-close, and closes both when done (package relay). Required.
+	Relay func(client *net.TCPConn, target net.Conn, h Header)
 }
 
 // Serve accepts tunnel connections on ln until ctx is done or ln fails.
 // When ctx is done it closes ln and every connection it serves, waits for
 // their handlers to return, and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.Dialer == nil || s.Relay == nil {
+		return errors.New("tunnel: Server.Dialer and Server.Relay are required")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -168,15 +192,18 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 	c.SetDeadline(time.Now().Add(ht))
 	h, err := ReadHeader(c)
 	if err != nil {
-		reason := headerReason(err)
-		switch reason {
-		case ReasonBadVersion:
-			s.writeStatus(c, StatusBadVersion)
-		case ReasonMalformed, ReasonTooLong:
-			s.writeStatus(c, StatusMalformed)
+		st := StatusOK
+		switch {
+		case errors.Is(err, ErrBadVersion):
+			st = StatusBadVersion
+		case errors.Is(err, ErrMalformed), errors.Is(err, ErrTooLong):
+			st = StatusMalformed
+		}
+		if st != StatusOK {
+			s.writeStatus(c, st)
 		}
 		c.Close()
-		s.reject(reason, err)
+		s.reject(&RejectError{Stage: "header", Status: st, Err: err})
 		return
 	}
 
@@ -190,10 +217,10 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 	t, err := s.Dialer.DialTarget(dctx, h)
 	cancel()
 	if err != nil {
-		st, reason := dialStatus(err)
+		st := dialStatus(err)
 		s.writeStatus(c, st)
 		c.Close()
-		s.reject(reason, fmt.Errorf("dial %s: %w", h.Dst, err))
+		s.reject(&RejectError{Stage: "dial", Header: h, Status: st, Err: fmt.Errorf("dial %s: %w", h.Dst, err)})
 		return
 	}
 	mu.Lock()
@@ -210,18 +237,11 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 	if _, err := c.Write(r[:]); err != nil {
 		c.Close()
 		t.Close()
-		s.reject(ReasonReply, fmt.Errorf("write reply: %w", err))
+		s.reject(&RejectError{Stage: "reply", Header: h, Err: fmt.Errorf("write reply: %w", err)})
 		return
 	}
 	c.SetDeadline(time.Time{})
-	if s.OnConnect != nil {
-		s.OnConnect(h)
-	}
-	if s.Pipe != nil {
-		s.Pipe(c, t)
-	} else {
-		pipe(c, t)
-	}
+	s.Relay(c, t, h)
 }
 
 func (s *Server) writeStatus(c *net.TCPConn, st Status) {
@@ -230,70 +250,24 @@ func (s *Server) writeStatus(c *net.TCPConn, st Status) {
 	c.Write(r[:]) // best effort: the connection is closed next anyway
 }
 
-func (s *Server) reject(r Reason, err error) {
+func (s *Server) reject(err *RejectError) {
 	if s.OnReject != nil {
-		s.OnReject(r, err)
+		s.OnReject(err)
 	}
 }
 
-func headerReason(err error) Reason {
-	switch {
-	case errors.Is(err, ErrBadMagic):
-		return ReasonBadMagic
-	case errors.Is(err, ErrBadVersion):
-		return ReasonBadVersion
-	case errors.Is(err, ErrTooLong):
-		return ReasonTooLong
-	case errors.Is(err, ErrMalformed):
-		return ReasonMalformed
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return ReasonTimeout
-	}
-	return ReasonRead
-}
-
-func dialStatus(err error) (Status, Reason) {
+// dialStatus is the status a Dialer's error is reported with.
+func dialStatus(err error) Status {
 	var ne net.Error
 	switch {
 	case errors.Is(err, ErrForbidden):
-		return StatusForbidden, ReasonDialForbidden
+		return StatusForbidden
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return StatusRefused, ReasonDialRefused
+		return StatusRefused
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT),
 		errors.As(err, &ne) && ne.Timeout():
-		return StatusUnreachable, ReasonDialUnreachable
+		return StatusUnreachable
 	}
-	return StatusFailed, ReasonDialFailed
-}
-
-// pipe copies both ways between a and b, propagating half-closes, and
-// closes both when both directions are done or either fails.
-// TODO: switch to daemon/pump once it exists (byte counting, metrics).
-func pipe(a *net.TCPConn, b net.Conn) {
-	errc := make(chan error, 2)
-	half := func(dst, src net.Conn) {
-		_, err := io.Copy(dst, src)
-		if err == nil {
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-				err = cw.CloseWrite()
-			}
-		}
-		errc <- err
-	}
-	go half(a, b)
-	go half(b, a)
-	for i := range 2 {
-		if err := <-errc; err != nil {
-			// One side failed: abort both, unblocking the other copy.
-			a.Close()
-			b.Close()
-			if i == 0 {
-				<-errc
-			}
-			return
-		}
-	}
-	a.Close()
-	b.Close()
+	return StatusFailed
 }

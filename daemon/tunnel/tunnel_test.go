@@ -14,10 +14,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/relay"
 )
 
 type rejection struct {
-	reason Reason
+	reason string
 	err    error
 }
 
@@ -30,7 +33,10 @@ func startServer(t *testing.T, s *Server) (netip.AddrPort, <-chan rejection) {
 		t.Fatal(err)
 	}
 	rej := make(chan rejection, 16)
-	s.OnReject = func(r Reason, err error) { rej <- rejection{r, err} }
+	s.OnReject = func(e *RejectError) { rej <- rejection{e.Reason(), e} }
+	if s.Relay == nil {
+		s.Relay = testRelay
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
@@ -41,6 +47,12 @@ func startServer(t *testing.T, s *Server) (netip.AddrPort, <-chan rejection) {
 		}
 	})
 	return ln.Addr().(*net.TCPAddr).AddrPort(), rej
+}
+
+// testRelay relays the way the daemon does.
+func testRelay(c *net.TCPConn, target net.Conn, _ Header) {
+	tc, _ := relay.AsConn(target)
+	relay.Run(context.Background(), c, tc, relay.Options{})
 }
 
 // localDialer dials dst on loopback and records what it was asked.
@@ -100,7 +112,11 @@ func ctxT(t *testing.T) context.Context {
 func TestTunnelRoundTrip(t *testing.T) {
 	d := &localDialer{}
 	connected := make(chan Header, 1)
-	node, rej := startServer(t, &Server{Dialer: d, OnConnect: func(h Header) { connected <- h }})
+	node, rej := startServer(t, &Server{Dialer: d, Relay: func(c *net.TCPConn, target net.Conn, h Header) {
+		connected <- h
+		tc, _ := relay.AsConn(target)
+		relay.Run(context.Background(), c, tc, relay.Options{})
+	}})
 	dst, got := app(t)
 	src := ap("198.19.1.5:40000")
 
@@ -110,7 +126,7 @@ func TestTunnelRoundTrip(t *testing.T) {
 	}
 	defer c.Close()
 	if h := <-connected; h.Dst != dst || h.Src != src {
-		t.Errorf("OnConnect %+v", h)
+		t.Errorf("Relay got header %+v", h)
 	}
 	payload := bytes.Repeat([]byte("meshless "), 100000)
 	go func() {
@@ -188,24 +204,24 @@ func TestTunnelDialFailures(t *testing.T) {
 		name   string
 		dial   DialerFunc
 		status Status
-		reason Reason
+		reason string
 	}{
 		{"refused", func(ctx context.Context, h Header) (net.Conn, error) {
 			return (&localDialer{}).DialTarget(ctx, Header{Src: h.Src, Dst: refusedAddr})
-		}, StatusRefused, ReasonDialRefused},
+		}, StatusRefused, metrics.ReasonRefused},
 		{"forbidden", func(ctx context.Context, h Header) (net.Conn, error) {
 			return nil, fmt.Errorf("pod %s: %w", h.Dst, ErrForbidden)
-		}, StatusForbidden, ReasonDialForbidden},
+		}, StatusForbidden, metrics.ReasonForbidden},
 		{"unreachable", func(ctx context.Context, h Header) (net.Conn, error) {
 			return nil, &net.OpError{Op: "dial", Err: syscall.EHOSTUNREACH}
-		}, StatusUnreachable, ReasonDialUnreachable},
+		}, StatusUnreachable, metrics.ReasonUnreachable},
 		{"timeout", func(ctx context.Context, h Header) (net.Conn, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
-		}, StatusUnreachable, ReasonDialUnreachable},
+		}, StatusUnreachable, metrics.ReasonUnreachable},
 		{"other", func(ctx context.Context, h Header) (net.Conn, error) {
 			return nil, errors.New("no such netns")
-		}, StatusFailed, ReasonDialFailed},
+		}, StatusFailed, metrics.ReasonDialFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,17 +253,17 @@ func TestServerRejects(t *testing.T) {
 		send   []byte
 		close  bool   // half-close after sending
 		reply  []byte // expected reply before EOF, nil for none
-		reason Reason
+		reason string
 	}{
-		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false, nil, ReasonBadMagic},
-		{"tls hello", []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc}, false, nil, ReasonBadMagic},
-		{"version 2", hdr(2, 0, -1, cat(dstV4, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusBadVersion)}, ReasonBadVersion},
-		{"unknown flags", hdr(1, 0x80, -1, cat(dstV4, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, ReasonMalformed},
-		{"bad family", hdr(1, 0, -1, cat([]byte{7, 1, 2, 3, 4, 0, 80}, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, ReasonMalformed},
-		{"oversized", hdr(1, 0, 60000), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, ReasonTooLong},
-		{"closed mid-header", good[:10], true, nil, ReasonRead},
-		{"slow header", good[:10], false, nil, ReasonTimeout},
-		{"nothing at all", nil, false, nil, ReasonTimeout},
+		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false, nil, metrics.ReasonBadMagic},
+		{"tls hello", []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc}, false, nil, metrics.ReasonBadMagic},
+		{"version 2", hdr(2, 0, -1, cat(dstV4, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusBadVersion)}, metrics.ReasonBadVersion},
+		{"unknown flags", hdr(1, 0x80, -1, cat(dstV4, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, metrics.ReasonMalformed},
+		{"bad family", hdr(1, 0, -1, cat([]byte{7, 1, 2, 3, 4, 0, 80}, noSrc)...), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, metrics.ReasonMalformed},
+		{"oversized", hdr(1, 0, 60000), false, []byte{'M', 'L', Version, byte(StatusMalformed)}, metrics.ReasonTooLong},
+		{"closed mid-header", good[:10], true, nil, metrics.ReasonHeaderRead},
+		{"slow header", good[:10], false, nil, metrics.ReasonHeaderTimeout},
+		{"nothing at all", nil, false, nil, metrics.ReasonHeaderTimeout},
 	}
 	dialed := make(chan netip.AddrPort, 16)
 	s := &Server{
@@ -391,7 +407,7 @@ func TestServeShutdown(t *testing.T) {
 	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Server{Dialer: &localDialer{}}).Serve(ctx, ln) }()
+	go func() { done <- (&Server{Dialer: &localDialer{}, Relay: testRelay}).Serve(ctx, ln) }()
 
 	c, err := Dial(ctxT(t), ln.Addr().(*net.TCPAddr).AddrPort(), netip.AddrPort{}, appLn.Addr().(*net.TCPAddr).AddrPort())
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // testName returns a lab prefix unique to this test process.
@@ -128,7 +129,7 @@ func dial(l *Lab, ref, addr string, bypass bool) (string, error) {
 			d.Control = func(_, _ string, rc syscall.RawConn) error {
 				var serr error
 				err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(cniapi.SkipMark))
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(wellknown.SkipMark))
 				})
 				return errors.Join(err, serr)
 			}

@@ -63,3 +63,22 @@ func Remove(n ns.NetNS) error {
 	}
 	return nil
 }
+
+// NewBare is New without bringing loopback up: a netns as the kernel
+// makes it, lo down and without its address, which is what a CNI plugin
+// sees when the runtime has not run the loopback plugin yet.
+func NewBare(t testing.TB) ns.NetNS {
+	t.Helper()
+	RequireRoot(t)
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		n.Close()
+		if err := Remove(n); err != nil {
+			t.Errorf("remove netns: %v", err)
+		}
+	})
+	return n
+}

@@ -11,10 +11,11 @@ import (
 	"unsafe"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/internal/nstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // failAfter bounds every wait of the end-to-end test; a connection that
@@ -205,13 +206,13 @@ func TestRootRedirectE2E(t *testing.T) {
 				origDst bool // check SO_ORIGINAL_DST == to
 			}{
 				{"outbound v4 redirected", pod, ap(peer4, 80), 0, out4, true},
-				{"outbound v4 with skip mark passes", pod, ap(peer4, 80), cniapi.SkipMark, real80, false},
+				{"outbound v4 with skip mark passes", pod, ap(peer4, 80), wellknown.SkipMark, real80, false},
 				// Not bit 16 (0x10000): the transparent bit routes to lo.
 				{"outbound v4 other bits in mark still redirected", pod, ap(peer4, 80), 0x20000, out4, true},
 				{"outbound v4 excluded port passes", pod, ap(peer4, 81), 0, real81, false},
 				{"outbound to own pod ip passes (loopback)", pod, ap(pod4, 9090), 0, podApp, false},
 				{"outbound v6 redirected", pod, ap(peer6, 80), 0, out6, true},
-				{"outbound v6 with skip mark passes", pod, ap(peer6, 80), cniapi.SkipMark | 0x20000, real6, false},
+				{"outbound v6 with skip mark passes", pod, ap(peer6, 80), wellknown.SkipMark | 0x20000, real6, false},
 				{"inbound v4 redirected", peer, ap(pod4, 8080), 0, in4, true},
 				{"inbound v4 excluded port passes", peer, ap(pod4, 9090), 0, podApp, false},
 				{"inbound v6 redirected", peer, ap(pod6, 8080), 0, in6, true},

@@ -25,7 +25,7 @@
 // routes send out of eth0, away from the daemon's socket in this very
 // netns. Replies are therefore routed by mark:
 //
-//   - The daemon marks such sockets cniapi.TransparentMark: the skip mark
+//   - The daemon marks such sockets wellknown.TransparentMark: the skip mark
 //     (so the redirection rules let them pass) plus Spec.TransparentMark
 //     (bit 16, 0x10000, by default), outside the skip mark's mask. A separate bit, not the skip
 //     mark itself: the daemon's other sockets (passthrough egress, sockets
@@ -109,10 +109,10 @@ type Spec struct {
 	// (IP_TRANSPARENT) inside the pod netns; it must lie outside MarkMask.
 	// Replies to such connections are routed to the local host through
 	// TransparentTable (see "Transparent source" in the package doc).
-	// Zero takes cniapi.TransparentMarkBit.
+	// Zero takes wellknown.TransparentMarkBit.
 	TransparentMark uint32
 	// TransparentTable is the routing table holding the local default
-	// routes for those replies. Zero takes cniapi.TransparentRouteTab.
+	// routes for those replies. Zero takes wellknown.TransparentRouteTable.
 	TransparentTable uint32
 	// IPv4 and IPv6 select the families to program (the pod has an address
 	// of that family).

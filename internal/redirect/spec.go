@@ -7,24 +7,25 @@ import (
 	"slices"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // Ports the backends always exempt from redirection, in both directions: the
 // daemon's own tunnel and admin ports. Redirecting them would loop the
 // daemon's traffic back into itself.
-var alwaysExcludedPorts = []uint16{cniapi.TunnelPort, cniapi.AdminPort}
+var alwaysExcludedPorts = []uint16{wellknown.TunnelPort, wellknown.AdminPort}
 
 // DefaultSpec returns a Spec with the daemon's ports, skip mark and
 // transparent mark bit and routing table, and both families off; callers
 // set IPv4/IPv6 from the pod's addresses and add the exclusions.
 func DefaultSpec() Spec {
 	return Spec{
-		OutboundPort:     cniapi.OutboundPort,
-		InboundPort:      cniapi.InboundPort,
-		Mark:             cniapi.SkipMark,
-		MarkMask:         cniapi.SkipMarkMask,
-		TransparentMark:  cniapi.TransparentMarkBit,
-		TransparentTable: cniapi.TransparentRouteTab,
+		OutboundPort:     wellknown.OutboundPort,
+		InboundPort:      wellknown.InboundPort,
+		Mark:             wellknown.SkipMark,
+		MarkMask:         wellknown.SkipMarkMask,
+		TransparentMark:  wellknown.TransparentMarkBit,
+		TransparentTable: wellknown.TransparentRouteTable,
 	}
 }
 

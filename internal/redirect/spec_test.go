@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 func pfx(s ...string) []netip.Prefix {
@@ -87,19 +87,19 @@ func TestNormalize(t *testing.T) {
 }
 
 // TestDefaultSpecMatchesDaemon: the daemon marks its transparent sockets
-// with cniapi.TransparentMark; the rules must skip them (skip mark under the
+// with wellknown.TransparentMark; the rules must skip them (skip mark under the
 // mask) and route their replies (the transparent bit, the table).
 func TestDefaultSpecMatchesDaemon(t *testing.T) {
 	d := DefaultSpec()
-	if got := d.Mark | d.TransparentMark; got != cniapi.TransparentMark {
-		t.Errorf("Mark|TransparentMark = %#x, want cniapi.TransparentMark %#x", got, cniapi.TransparentMark)
+	if got := d.Mark | d.TransparentMark; got != wellknown.TransparentMark {
+		t.Errorf("Mark|TransparentMark = %#x, want wellknown.TransparentMark %#x", got, wellknown.TransparentMark)
 	}
-	if cniapi.TransparentMark&d.MarkMask != d.Mark {
-		t.Errorf("cniapi.TransparentMark %#x fails the skip match %#x/%#x", cniapi.TransparentMark, d.Mark, d.MarkMask)
+	if wellknown.TransparentMark&d.MarkMask != d.Mark {
+		t.Errorf("wellknown.TransparentMark %#x fails the skip match %#x/%#x", wellknown.TransparentMark, d.Mark, d.MarkMask)
 	}
-	if d.TransparentMark != cniapi.TransparentMarkBit || d.TransparentTable != cniapi.TransparentRouteTab {
+	if d.TransparentMark != wellknown.TransparentMarkBit || d.TransparentTable != wellknown.TransparentRouteTable {
 		t.Errorf("DefaultSpec transparent bit/table = %#x/%#x, want %#x/%#x", d.TransparentMark, d.TransparentTable,
-			cniapi.TransparentMarkBit, cniapi.TransparentRouteTab)
+			wellknown.TransparentMarkBit, wellknown.TransparentRouteTable)
 	}
 	d.IPv4 = true
 	if err := d.Validate(); err != nil {

@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/internal/nstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // noReplyAfter bounds the negative control: without the return routing the
@@ -120,7 +121,7 @@ func echoOnce(l *net.TCPListener, client netip.Addr) <-chan error {
 
 // TestRootTransparentE2E plays the daemon's transparent connection into
 // the pod's app for every backend: from inside the pod netns, a socket with
-// IP_TRANSPARENT and cniapi.TransparentMark, bound to a foreign address,
+// IP_TRANSPARENT and wellknown.TransparentMark, bound to a foreign address,
 // connects to the pod's own address. The app must see the foreign address
 // and bytes must flow both ways, which needs the app's replies routed back
 // to the local socket instead of out of eth0. A socket with only the skip
@@ -166,7 +167,7 @@ func TestRootTransparentE2E(t *testing.T) {
 				t.Run(f.name, func(t *testing.T) {
 					app := apps[f.name]
 					served := echoOnce(app, f.foreign)
-					conn, err := dialTransparent(pod, f.foreign, netip.AddrPortFrom(f.pod, 8080), cniapi.TransparentMark, failAfter)
+					conn, err := dialTransparent(pod, f.foreign, netip.AddrPortFrom(f.pod, 8080), wellknown.TransparentMark, failAfter)
 					if err != nil {
 						t.Fatalf("transparent connect from %s: %v", f.foreign, err)
 					}
@@ -187,7 +188,7 @@ func TestRootTransparentE2E(t *testing.T) {
 				})
 				t.Run(f.name+" skip mark only goes out of eth0", func(t *testing.T) {
 					real := listen(t, peer, f.network, netip.AddrPortFrom(f.peer, 9000).String())
-					conn := dial(t, pod, netip.AddrPortFrom(f.peer, 9000), cniapi.SkipMark)
+					conn := dial(t, pod, netip.AddrPortFrom(f.peer, 9000), wellknown.SkipMark)
 					s := acceptFrom(t, real, conn)
 					if got := s.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap(); got != f.pod {
 						t.Errorf("peer sees %s, want the pod %s", got, f.pod)
@@ -205,7 +206,7 @@ func TestRootTransparentE2E(t *testing.T) {
 				t.Error("Check passed after Remove")
 			}
 			for _, f := range families {
-				conn, err := dialTransparent(pod, f.foreign, netip.AddrPortFrom(f.pod, 8080), cniapi.TransparentMark, noReplyAfter)
+				conn, err := dialTransparent(pod, f.foreign, netip.AddrPortFrom(f.pod, 8080), wellknown.TransparentMark, noReplyAfter)
 				if err == nil {
 					conn.Close()
 					t.Errorf("%s: transparent connect succeeded without the return routing", f.name)

@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -16,25 +17,24 @@ import (
 	"syscall"
 
 	"github.com/meshless/meshless/daemon/app"
-	"github.com/meshless/meshless/daemon/cniapi"
-	"github.com/meshless/meshless/daemon/forward"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
 	if err == nil {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		err = run(ctx, cfg)
-		stop()
+		err = run(cfg)
 	}
-	if err != nil && err != flag.ErrHelp {
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "meshlessd:", err)
 		os.Exit(1)
 	}
 }
 
-// run runs the daemon until ctx is cancelled (SIGTERM, SIGINT).
-func run(ctx context.Context, cfg app.Config) error {
+// run runs the daemon until SIGTERM or SIGINT.
+func run(cfg app.Config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	return app.Run(ctx, cfg)
 }
 
@@ -50,17 +50,17 @@ func parseFlags(args []string) (app.Config, error) {
 	)
 	fs := flag.NewFlagSet("meshlessd", flag.ContinueOnError)
 	fs.StringVar(&cfg.NodeName, "node-name", host, "this node's name in the registry or cluster")
-	fs.StringVar(&cfg.Socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin talks to")
-	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/meshless", "folder of persisted pod registrations")
+	fs.StringVar(&cfg.Socket, "socket", wellknown.DaemonSocket, "unix socket the CNI plugin talks to")
+	fs.StringVar(&cfg.StateDir, "state-dir", wellknown.StateDir, "folder of persisted pod registrations")
 	fs.StringVar(&cfg.Registry, "registry", "", "YAML registry `file` (standalone discovery)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig `file` (in-cluster when neither this nor --registry)")
-	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", fmt.Sprintf(":%d", cniapi.TunnelPort), "address of the cross-node tunnel listener")
-	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", cniapi.AdminPort), "address of /healthz, /readyz, /metrics")
+	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", fmt.Sprintf(":%d", wellknown.TunnelPort), "address of the cross-node tunnel listener")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", wellknown.AdminPort), "address of /healthz, /readyz, /metrics")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close forwarded connections idle this long (0: never)")
 	fs.IntVar(&cfg.RaceFanout, "race-fanout", 0, "service endpoints dialled at once when racing (0: all)")
 	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
 	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
-	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", forward.DefaultMeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
+	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", wellknown.MeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
 	fs.BoolVar(&cfg.Sockmap, "sockmap", false, "forward TCP-to-TCP connections inside the kernel with a BPF sockmap instead of copying them (experimental; needs BPF)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on --admin-addr (profiling; off by default)")
 	fs.BoolVar(&cfg.EnrollExisting, "enroll-existing", true, "with Kubernetes discovery, enroll this node's running pods that are not in the mesh (started before meshless-cni was in the CNI chain)")

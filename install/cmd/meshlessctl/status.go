@@ -12,14 +12,15 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // runStatus prints the daemon's readiness and its registered pods. It
 // fails when the daemon cannot be reached on its socket.
 func runStatus(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	socket := fs.String("socket", cniapi.DefaultSocket, "daemon's unix socket")
-	adminAddr := fs.String("admin-addr", fmt.Sprintf("127.0.0.1:%d", cniapi.AdminPort), "daemon's admin address (empty: skip)")
+	socket := fs.String("socket", wellknown.DaemonSocket, "daemon's unix socket")
+	adminAddr := fs.String("admin-addr", fmt.Sprintf("127.0.0.1:%d", wellknown.AdminPort), "daemon's admin address (empty: skip)")
 	timeout := fs.Duration("timeout", 5*time.Second, "time allowed for the daemon to answer")
 	if err := fs.Parse(args); err != nil {
 		return err

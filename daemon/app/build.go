@@ -1,0 +1,166 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/discovery"
+	"github.com/meshless/meshless/daemon/enroll"
+	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/localapi"
+	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/podstore"
+	"github.com/meshless/meshless/daemon/proxy"
+	"github.com/meshless/meshless/daemon/relay"
+	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/internal/wellknown"
+)
+
+// daemon is the daemon's parts, wired in datapath order: pods accept
+// (inpod), the proxy classifies, decides (decide), connects and relays.
+type daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	table     *routes.Table
+	nodeAddrs *decide.NodeAddrs
+	sockmap   *relay.Sockmap
+	proxy     *proxy.Handler
+	pods      *inpod.Manager
+	disc      *discovery.Watcher
+	enroller  *enroll.Enroller
+	status    *localapi.StatusSource
+	adminAddr net.Addr
+}
+
+// build makes the parts; nothing listens yet.
+func build(cfg Config) (*daemon, error) {
+	if cfg.Registry != "" && cfg.Kubeconfig != "" {
+		return nil, errors.New("--registry and --kubeconfig are exclusive")
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = wellknown.DaemonSocket
+	}
+	tunnelPort, err := portOf(cfg.TunnelAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--tunnel-addr: %w", err)
+	}
+	d := &daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), table: routes.NewTable(cfg.NodeName)}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	store, err := podstore.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if d.nodeAddrs, err = decide.NewNodeAddrs(); err != nil {
+		return nil, fmt.Errorf("list node addresses: %w", err)
+	}
+	if cfg.Sockmap {
+		if d.sockmap, err = relay.LoadSockmap(); err != nil {
+			return nil, fmt.Errorf("--sockmap: %w", err)
+		}
+	}
+	// The decider needs the pods and the pods need the proxy, which needs
+	// the decider: the indirection breaks the cycle.
+	pods := &podsRef{}
+	dec, err := decide.New(decide.Config{
+		Routes: d.table, Pods: pods, MeshletDir: cfg.MeshletDir,
+		InboundPolicy: cfg.InboundPolicy, NodeAddrs: d.nodeAddrs, IdleTimeout: cfg.IdleTimeout,
+	})
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	if d.proxy, err = proxy.New(proxy.Config{
+		Decider: dec, Metrics: d.metrics, Logger: d.log, Sockmap: d.sockmap,
+		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
+	}); err != nil {
+		d.close()
+		return nil, err
+	}
+	if d.pods, err = inpod.New(inpod.Config{Store: store, Handler: d.proxy, Socket: cfg.Socket, Metrics: d.metrics, Logger: d.log}); err != nil {
+		d.close()
+		return nil, err
+	}
+	pods.m = d.pods
+	if err := d.buildDiscovery(tunnelPort); err != nil {
+		d.close()
+		return nil, err
+	}
+	d.status = &localapi.StatusSource{Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String(), Routes: d.table, Discovery: d.disc}
+	return d, nil
+}
+
+// buildDiscovery makes the routing table's source and, on Kubernetes, the
+// enrollment of running pods it feeds.
+func (d *daemon) buildDiscovery(tunnelPort uint16) error {
+	var onPods func()
+	if d.cfg.Registry == "" && d.cfg.EnrollExisting {
+		// Set before the watcher runs, so the informer's calls see it.
+		onPods = func() { d.enroller.Kick() }
+	}
+	d.disc = discovery.New(discovery.Config{
+		Table: d.table, Registry: d.cfg.Registry, Kubeconfig: d.cfg.Kubeconfig,
+		TunnelPort: tunnelPort, OnPods: onPods, Logger: d.log,
+	})
+	if onPods == nil {
+		return nil
+	}
+	var err error
+	d.enroller, err = enroll.New(enroll.Config{
+		NodeName:          d.cfg.NodeName,
+		ExcludeNamespaces: d.cfg.ExcludeNamespaces,
+		Pods:              func() ([]*corev1.Pod, bool) { return d.disc.PodsOnNode(d.cfg.NodeName) },
+		Agent:             d.pods,
+		Logger:            d.log,
+	})
+	return err
+}
+
+// close releases what build made and phases opened: the pods' listeners
+// (their state stays on disk) and the kernel program.
+func (d *daemon) close() {
+	if d.pods != nil {
+		d.pods.Close()
+	}
+	if d.sockmap != nil {
+		d.sockmap.Close()
+	}
+}
+
+// portOf returns the port of a host:port address: the tunnel port of
+// every node under Kubernetes discovery, which does not say it.
+// wellknown.TunnelPort for an empty address (no tunnel listener here, the
+// others use the default).
+func portOf(addr string) (uint16, error) {
+	if addr == "" {
+		return wellknown.TunnelPort, nil
+	}
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("invalid port %q", p)
+	}
+	if n == 0 {
+		// Any free port (tests): the other nodes' is the default.
+		return wellknown.TunnelPort, nil
+	}
+	return uint16(n), nil
+}
+
+// podsRef is decide.Pods through a manager set after the decider exists.
+type podsRef struct{ m *inpod.Manager }
+
+// PodByIP implements decide.Pods.
+func (p *podsRef) PodByIP(ip netip.Addr) (*inpod.Pod, bool) { return p.m.PodByIP(ip) }

@@ -1,0 +1,178 @@
+package decide
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/internal/wellknown"
+)
+
+const defaultMeshletDir = wellknown.MeshletDir
+
+// From says where a connection being admitted comes from.
+type From uint8
+
+const (
+	// FromLocal is a connection from a pod of this node: a local target
+	// of a Plan.
+	FromLocal From = iota
+	// FromPeer is a connection another node's daemon tunnelled here.
+	FromPeer
+	// FromOutside is a connection into a pod that did not come through a
+	// daemon (the pod's inbound capture): clients outside the mesh,
+	// kubelet probes.
+	FromOutside
+)
+
+// String returns "local", "peer" or "outside".
+func (f From) String() string {
+	switch f {
+	case FromPeer:
+		return "peer"
+	case FromOutside:
+		return "outside"
+	}
+	return "local"
+}
+
+// Arrival is a connection about to be delivered to a pod of this node.
+type Arrival struct {
+	// From says where it comes from.
+	From From
+	// Dst is its destination: an address of a pod of this node.
+	Dst netip.AddrPort
+	// Src is the client's address; invalid when unknown.
+	Src netip.AddrPort
+	// Service is the name of the service the client addressed, empty for
+	// a pod address: it names the pod's unix socket.
+	Service string
+	// Pod is the destination pod when the caller knows it already (the
+	// pod whose inbound capture accepted the connection); nil makes Admit
+	// find it by Dst.
+	Pod *inpod.Pod
+}
+
+// Admission is the destination side's decision for one connection.
+type Admission struct {
+	// Pod is the destination pod.
+	Pod *inpod.Pod
+	// Socket is the host path of the pod's unix socket to try first;
+	// empty to dial Dst inside the pod's netns at once. A socket that does
+	// not exist means the pod does not serve one: dial Dst.
+	Socket string
+	// Bind is the source address to give the connection inside the pod's
+	// netns (the client's, so the app sees who called); invalid for none.
+	Bind netip.Addr
+	// IdleTimeout closes the connection when no byte moved that long; 0
+	// never.
+	IdleTimeout time.Duration
+	// Refused, when set, says why the connection is not delivered.
+	Refused *Refusal
+}
+
+// Admit decides whether and how a connection is delivered to a pod of this
+// node.
+func (d *Decider) Admit(a Arrival) Admission {
+	adm := Admission{Pod: a.Pod, IdleTimeout: d.cfg.IdleTimeout}
+	if adm.Pod == nil {
+		p, ok := d.cfg.Pods.PodByIP(a.Dst.Addr())
+		if !ok {
+			adm.Refused = refuse(metrics.ReasonForbidden, "%s is not a pod of this node", a.Dst.Addr())
+			return adm
+		}
+		adm.Pod = p
+	}
+	if a.From == FromOutside {
+		if d.cfg.InboundPolicy == Strict && (d.cfg.NodeAddrs == nil || !d.cfg.NodeAddrs.Contains(a.Src.Addr())) {
+			adm.Refused = refuse(metrics.ReasonInboundPolicy, "strict inbound policy: %s is not this node", a.Src.Addr())
+			return adm
+		}
+	} else {
+		// Outside clients reach the app's TCP port as without the mesh;
+		// mesh clients may be served by the pod's unix socket.
+		adm.Socket = socketPath(d.cfg.MeshletDir, adm.Pod, socketName(a.Service, a.Dst.Port()))
+	}
+	if src := a.Src.Addr(); src.IsValid() && src.Unmap().Is4() == a.Dst.Addr().Unmap().Is4() && src.Unmap() != a.Dst.Addr().Unmap() {
+		adm.Bind = src.Unmap()
+	}
+	return adm
+}
+
+// The native convention: a pod that serves a unix socket for a service
+// puts it at /meshlet/server/<name>, which on the host is
+// <MeshletDir>/<pod namespace>/<pod name>/server/<name>. <name> is the
+// service's name for connections to a service and the target port number
+// for connections to the pod's address.
+
+// socketName returns the socket file name a connection looks for: the
+// service name when there is one, else the port number.
+func socketName(service string, port uint16) string {
+	if service != "" {
+		return service
+	}
+	return strconv.Itoa(int(port))
+}
+
+// socketPath returns the host path of pod's unix socket called name, or ""
+// when the pod has no namespace and name or any part is not a plain file
+// name (names come from registrations and tunnel headers: no path tricks).
+func socketPath(meshletDir string, pod *inpod.Pod, name string) string {
+	spec := pod.Spec()
+	for _, part := range []string{spec.Namespace, spec.Name, name} {
+		if !plainName(part) {
+			return ""
+		}
+	}
+	return filepath.Join(meshletDir, spec.Namespace, spec.Name, "server", name)
+}
+
+func plainName(s string) bool {
+	return s != "" && s != "." && s != ".." && len(s) <= 253 && !strings.ContainsAny(s, "/\x00")
+}
+
+// Policy rules the inbound connections of meshed pods that did not come
+// through a daemon (clients outside the mesh, kubelet probes).
+type Policy int
+
+const (
+	// Permissive delivers them, with the client's address as source.
+	Permissive Policy = iota
+	// Strict refuses them (RST) unless the client is one of the node's own
+	// addresses (NodeAddrs), which is where probes come from.
+	Strict
+)
+
+// String returns "permissive" or "strict".
+func (p Policy) String() string {
+	if p == Strict {
+		return "strict"
+	}
+	return "permissive"
+}
+
+// ParsePolicy parses "permissive" or "strict".
+func ParsePolicy(s string) (Policy, error) {
+	switch strings.ToLower(s) {
+	case "", "permissive":
+		return Permissive, nil
+	case "strict":
+		return Strict, nil
+	}
+	return 0, fmt.Errorf("unknown inbound policy %q (want permissive or strict)", s)
+}
+
+// Set implements flag.Value.
+func (p *Policy) Set(s string) error {
+	v, err := ParsePolicy(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}

@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/podnet"
+	"github.com/meshless/meshless/daemon/race"
+	"github.com/meshless/meshless/daemon/relay"
+	"github.com/meshless/meshless/daemon/tunnel"
+)
+
+// connect reaches one of plan's targets on behalf of pod's app at src: the
+// only one, or the winner of a race among them. It returns the connection,
+// ready for application bytes, and its path label.
+func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, plan decide.Plan) (net.Conn, string, error) {
+	service := plan.ServiceName()
+	if len(plan.Targets) == 1 {
+		return h.connectTarget(ctx, pod, src, service, plan.Targets[0])
+	}
+	// Each dial records its path at its index; the race's result is
+	// received after the winner's dial returned, so reading it is safe.
+	paths := make([]string, len(plan.Targets))
+	idx := make([]int, len(plan.Targets))
+	for i := range idx {
+		idx[i] = i
+	}
+	dial := func(ctx context.Context, i int) (net.Conn, error) {
+		c, path, err := h.connectTarget(ctx, pod, src, service, plan.Targets[i])
+		paths[i] = path
+		return c, err
+	}
+	conn, won, err := race.Dial(ctx, idx, dial, race.Options[int]{
+		Fanout:   h.cfg.RaceFanout,
+		Stagger:  h.cfg.RaceStagger,
+		Priority: func(i int) int { return plan.Targets[i].Priority },
+		Report: func(i int, r race.Result, err error) {
+			h.countRace(r)
+			if r == race.Failed {
+				h.log.Debug("race candidate failed", "candidate", plan.Targets[i].String(), "err", err)
+			}
+		},
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("service %s: %w", plan.Service, err)
+	}
+	return conn, paths[won], nil
+}
+
+// connectTarget reaches one target: a pod of this node through the
+// destination side's decision and deliver, a pod of another node through
+// the tunnel, anything else from inside the source pod's netns, as the pod
+// would without the mesh.
+func (h *Handler) connectTarget(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, service string, t decide.Target) (net.Conn, string, error) {
+	switch t.Via {
+	case decide.ViaLocal:
+		adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromLocal, Dst: t.Addr, Src: src, Service: service})
+		if adm.Refused != nil {
+			return nil, "", adm.Refused
+		}
+		c, path, err := h.deliver(ctx, adm, t.Addr)
+		if err != nil {
+			return nil, "", err
+		}
+		return c, path, nil
+	case decide.ViaTunnel:
+		c, err := h.cfg.Tunnel.DialHeader(ctx, t.Tunnel, tunnel.Header{Dst: t.Addr, Src: src, Service: service})
+		if err != nil {
+			return nil, "", err
+		}
+		return c, metrics.PathRemote, nil
+	}
+	c, err := pod.Dial(ctx, network(t.Addr.Addr()), t.Addr.String(), podnet.DialOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("dial %s from pod %s: %w", t.Addr, pod.Key(), err)
+	}
+	return c, metrics.PathPassthrough, nil
+}
+
+// deliver connects to dst, an address of the admitted pod, the way the
+// admission says: through the pod's unix socket when it serves one, else
+// through a socket inside the pod's netns bound to the client's address
+// with the transparent mark. It returns the connection and its path label,
+// PathUDS or PathLocal.
+func (h *Handler) deliver(ctx context.Context, adm decide.Admission, dst netip.AddrPort) (relay.Conn, string, error) {
+	if adm.Socket != "" {
+		c, err := dialUnix(ctx, adm.Socket)
+		if err == nil {
+			return c, metrics.PathUDS, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			// A stale or broken socket: the pod still listens on TCP,
+			// maybe; say so and try it.
+			h.log.Warn("pod unix socket unusable, dialling its address", "pod", adm.Pod.Key(), "socket", adm.Socket, "err", err)
+		}
+	}
+	o := podnet.DialOptions{Source: adm.Bind}
+	c, err := adm.Pod.Dial(ctx, network(dst.Addr()), dst.String(), o)
+	if err != nil {
+		return nil, "", fmt.Errorf("dial %s in pod %s: %w", dst, adm.Pod.Key(), err)
+	}
+	return c, metrics.PathLocal, nil
+}
+
+// dialUnix connects to the unix stream socket at path, or fails with an
+// error wrapping fs.ErrNotExist when there is none.
+func dialUnix(ctx context.Context, path string) (*net.UnixConn, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode().Type() != fs.ModeSocket {
+		return nil, fmt.Errorf("%s is not a socket: %w", path, fs.ErrNotExist)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UnixConn), nil
+}

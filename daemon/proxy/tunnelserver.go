@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"context"
+	"net"
+
+	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/relay"
+	"github.com/meshless/meshless/daemon/tunnel"
+)
+
+// DialTarget implements tunnel.Dialer, the destination side of a tunnel:
+// the decision (decide.Admit, from a peer), then delivery to the pod.
+// A destination that is not a pod of this node is tunnel.ErrForbidden: the
+// tunnel is not an open relay.
+func (h *Handler) DialTarget(ctx context.Context, hd tunnel.Header) (net.Conn, error) {
+	adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromPeer, Dst: hd.Dst, Src: hd.Src, Service: hd.Service})
+	if adm.Refused != nil {
+		if adm.Refused.Reason == metrics.ReasonForbidden {
+			return nil, &forbidden{adm.Refused}
+		}
+		return nil, adm.Refused
+	}
+	c, path, err := h.deliver(ctx, adm, hd.Dst)
+	if err != nil {
+		return nil, err
+	}
+	return &delivery{Conn: c, path: path, adm: adm}, nil
+}
+
+// delivery is a connection DialTarget made, with what the tunnel's relay
+// needs to know of it. The relay moves the bytes of the embedded
+// connection itself, never through this wrapper.
+type delivery struct {
+	relay.Conn
+	path string
+	adm  decide.Admission
+}
+
+// forbidden is a refusal the tunnel reports as StatusForbidden.
+type forbidden struct{ r *decide.Refusal }
+
+func (f *forbidden) Error() string { return f.r.Error() }
+
+func (f *forbidden) Unwrap() []error { return []error{f.r, tunnel.ErrForbidden} }
+
+// TunnelServer returns the tunnel server of this node: it delivers with
+// DialTarget, counts rejected tunnels in meshless_connection_failures_total
+// with their reason, and delivered ones as direction inbound, path uds or
+// remote.
+func (h *Handler) TunnelServer() *tunnel.Server {
+	return &tunnel.Server{
+		Dialer:      h,
+		DialTimeout: h.cfg.DialTimeout,
+		OnReject: func(e *tunnel.RejectError) {
+			h.count(e.Reason())
+			h.log.Warn("tunnel rejected", "reason", e.Reason(), "err", e.Err)
+		},
+		Relay: func(client *net.TCPConn, target net.Conn, _ tunnel.Header) {
+			d := target.(*delivery)
+			path := metrics.PathRemote
+			if d.path == metrics.PathUDS {
+				path = metrics.PathUDS
+			}
+			// The server closes both connections when it stops, which
+			// ends the relay.
+			h.relay(context.Background(), metrics.Inbound, path, client, d.Conn, d.adm.IdleTimeout)
+		},
+	}
+}
