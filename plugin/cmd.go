@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/podmesh"
 	"github.com/meshless/meshless/internal/redirect"
 )
 
@@ -103,15 +104,13 @@ func cmdAdd(inv *invocation) error {
 	if len(ips) == 0 {
 		return invalidf("prevResult has no IP address for interface %s", inv.args.IfName)
 	}
+	// A netns that is not there is the runtime's error (code 4), found
+	// before the daemon is asked anything.
 	netns, err := ns.GetNS(inv.args.Netns)
 	if err != nil {
 		return fmt.Errorf("open pod netns: %w", err)
 	}
-	defer netns.Close()
-	backend, err := selectBackend(conf.Redirect)
-	if err != nil {
-		return err
-	}
+	netns.Close()
 	pod := &cniapi.Pod{
 		Attachment: inv.attachment(),
 		Netns:      inv.args.Netns,
@@ -133,30 +132,22 @@ func cmdAdd(inv *invocation) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), daemonTimeout)
 	defer cancel()
-	// Register first: the daemon answers once its listeners are open, so the
-	// rules written next never redirect to a port nobody listens on.
-	if _, err := inv.client.Register(ctx, pod); err != nil {
-		if conf.FailOpen && retryable(err) {
-			inv.log.Warn("failOpen: daemon unreachable, pod starts WITHOUT the mesh", "err", err)
-			return types.PrintResult(conf.PrevResult, conf.CNIVersion)
-		}
-		return fmt.Errorf("register pod with daemon: %w", err)
+	backend, err := podmesh.Join(ctx, inv.client, podmesh.Redirect{Mode: conf.Redirect}, pod)
+	if re := (*podmesh.RegisterError)(nil); errors.As(err, &re) && conf.FailOpen && retryable(err) {
+		inv.log.Warn("failOpen: daemon unreachable, pod starts WITHOUT the mesh", "err", err)
+		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 	}
-	spec := specFor(pod)
-	if err := netns.Do(func(ns.NetNS) error { return backend.Apply(spec) }); err != nil {
-		if derr := inv.client.Deregister(ctx, pod.Attachment); derr != nil {
-			inv.log.Error("roll back registration", "err", derr)
-		}
-		return fmt.Errorf("write redirection rules (%s): %w", backend.Name(), err)
+	if err != nil {
+		return err
 	}
-	inv.log.Info("pod meshed", "ips", ips, "redirect", backend.Name())
+	inv.log.Info("pod meshed", "ips", ips, "redirect", backend)
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 }
 
 func cmdDel(inv *invocation) error {
 	var errs []error
 	if inv.args.Netns != "" {
-		if err := removeRules(inv.conf.Redirect, inv.args.Netns); err != nil {
+		if err := (podmesh.Redirect{Mode: inv.conf.Redirect}).Remove(inv.args.Netns); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -197,20 +188,7 @@ func cmdCheck(inv *invocation) error {
 	if st.Netns != inv.args.Netns {
 		return fmt.Errorf("daemon has the pod in netns %s, runtime says %s", st.Netns, inv.args.Netns)
 	}
-	netns, err := ns.GetNS(inv.args.Netns)
-	if err != nil {
-		return fmt.Errorf("open pod netns: %w", err)
-	}
-	defer netns.Close()
-	backend, err := selectBackend(redirect.Mode(st.Redirect))
-	if err != nil {
-		return err
-	}
-	spec := specFor(&st.Pod)
-	if err := netns.Do(func(ns.NetNS) error { return backend.Check(spec) }); err != nil {
-		return fmt.Errorf("check redirection rules: %w", err)
-	}
-	return nil
+	return podmesh.Redirect{Mode: redirect.Mode(st.Redirect)}.Check(inv.args.Netns, redirect.SpecFor(&st.Pod))
 }
 
 func cmdStatus(inv *invocation) error {

@@ -17,8 +17,8 @@
 // never the node's own netns), registers it with the agent under the
 // synthetic attachment "enrolled-<UID>"/eth0 (the listeners are open when
 // that returns) and only then writes the same redirection rules the plugin
-// writes (redirect.SpecFor, redirect.ModeAuto), rolling the registration
-// back when the rules fail, as the plugin does.
+// writes, rolling the registration back when the rules fail: the plugin's
+// own sequence, podmesh.Join.
 //
 // An enrolled pod that is deleted (or finished, or gone from this node) is
 // deregistered on the next pass, after its rules are removed when its
@@ -40,6 +40,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/podmesh"
 	"github.com/meshless/meshless/internal/redirect"
 )
 
@@ -53,16 +54,6 @@ type Agent interface {
 // Namespaces finds network namespaces; *Finder in production.
 type Namespaces interface {
 	List() ([]Netns, error)
-}
-
-// Rules writes and removes the redirection rules in a netns; RedirectRules
-// in production.
-type Rules interface {
-	// Apply writes spec's rules in the netns at path and returns the
-	// backend used.
-	Apply(path string, spec redirect.Spec) (string, error)
-	// Remove deletes them.
-	Remove(path string) error
 }
 
 // Config is what an Enroller needs.
@@ -79,8 +70,8 @@ type Config struct {
 	Agent Agent
 	// Netns defaults to &Finder{}.
 	Netns Namespaces
-	// Rules defaults to RedirectRules{Mode: redirect.ModeAuto}.
-	Rules Rules
+	// Rules defaults to podmesh.Redirect{Mode: redirect.ModeAuto}.
+	Rules podmesh.Rules
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Resync runs a pass this often even without pod changes; default 1m.
@@ -113,7 +104,7 @@ func New(cfg Config) (*Enroller, error) {
 		cfg.Netns = &Finder{}
 	}
 	if cfg.Rules == nil {
-		cfg.Rules = RedirectRules{Mode: redirect.ModeAuto}
+		cfg.Rules = podmesh.Redirect{Mode: redirect.ModeAuto}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -238,15 +229,9 @@ func (e *Enroller) enroll(ctx context.Context, c Candidate, all []Netns) error {
 		Exclusions: c.Exclusions,
 		Redirect:   string(redirect.ModeAuto),
 	}
-	if _, err := e.cfg.Agent.Register(ctx, pod); err != nil {
-		return fmt.Errorf("register: %w", err)
-	}
-	backend, err := e.cfg.Rules.Apply(n.Path, redirect.SpecFor(pod))
+	backend, err := podmesh.Join(ctx, e.cfg.Agent, e.cfg.Rules, pod)
 	if err != nil {
-		if derr := e.cfg.Agent.Deregister(ctx, pod.Attachment); derr != nil {
-			e.log.Error("enrollment: roll back registration", "pod", c.Key(), "err", derr)
-		}
-		return fmt.Errorf("write redirection rules: %w", err)
+		return err
 	}
 	e.log.Info("running pod enrolled", "pod", c.Key(), "uid", pod.UID, "ips", c.IPs, "netns", n.Path, "redirect", backend)
 	return nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/podmesh"
 	"github.com/meshless/meshless/internal/redirect"
 )
 
@@ -89,7 +90,7 @@ func TestFinderRoot(t *testing.T) {
 	got := check(&Finder{}, func(p string) bool { return filepath.Base(p) == name })
 
 	// The plugin's rules, written and removed through the found path.
-	rules := RedirectRules{Mode: redirect.ModeAuto}
+	rules := podmesh.Redirect{Mode: redirect.ModeAuto}
 	spec := redirect.SpecFor(&cniapi.Pod{IPs: []netip.Addr{ip}})
 	backend, err := rules.Apply(got.Path, spec)
 	if err != nil {
