@@ -193,6 +193,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // TestKubernetes runs one control plane for all the real-apiserver tests.
 func TestKubernetes(t *testing.T) {
+	// Legitimately optional: -short is `make unit`, the tests that need
+	// neither root nor the kube binaries; `make test` (CI) runs it.
 	if testing.Short() {
 		t.Skip("starts a real Kubernetes control plane; not in -short")
 	}
