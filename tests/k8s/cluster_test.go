@@ -366,7 +366,7 @@ func (c *Cluster) waitHTTP(name, url, token string, timeout time.Duration) {
 		} else {
 			last = err.Error()
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // polling interval
 	}
 	c.t.Fatalf("%s not ready after %v: %s", name, timeout, last)
 }
@@ -385,7 +385,7 @@ func (c *Cluster) waitDefaultServiceAccount(timeout time.Duration) {
 		if !apierrors.IsNotFound(err) {
 			c.t.Logf("waiting for the default ServiceAccount: %v", err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // polling interval
 	}
 	c.t.Fatalf("no default ServiceAccount after %v (kube-controller-manager log %s)", timeout, c.kcm.log)
 }

@@ -149,7 +149,7 @@ func lockNodes(t *testing.T) {
 			f.Close()
 			t.Fatalf("another real-node test holds the lock on %s for 5 min", bin)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // polling the lock
 	}
 	if d := time.Since(t0); d > time.Second {
 		t.Logf("waited %v for another real-node test to end", d.Round(time.Millisecond))
@@ -424,7 +424,7 @@ state = %q
 		if time.Now().After(deadline) {
 			t.Fatalf("containerd not up after 30s:\n%s", tail(n.containerd.log, 40))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 }
 
@@ -604,7 +604,7 @@ serializeImagePulls: false
 		if time.Now().After(deadline) {
 			t.Fatalf("node %s not Ready after 120s (%s)\nkubelet:\n%s\ncontainerd:\n%s", n.Name, last, tail(n.kubelet.log, 40), tail(n.containerd.log, 20))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // polling interval
 	}
 }
 
@@ -806,7 +806,7 @@ func (n *Node) killLeftovers() []int {
 		if !found {
 			break
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // until no process of ours is left
 	}
 	return killed
 }
