@@ -187,26 +187,7 @@ func testDaemonDown(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 // daemon. The daemon is down on entry.
 func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	const ns = "node-e2e"
-	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
-	meshed, err := os.ReadFile(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The chain without meshless-cni, as before `meshlessctl install-cni`.
-	var conf map[string]any
-	if err := json.Unmarshal(meshed, &conf); err != nil {
-		t.Fatal(err)
-	}
-	conf["plugins"] = conf["plugins"].([]any)[:1]
-	bare, _ := json.MarshalIndent(conf, "", "  ")
-	writeFile(t, list, bare)
-	t.Logf("conflist without meshless-cni:\n%s", bare)
-	// containerd reloads the conf dir when it changes; the pods below must
-	// start with the bare chain, so wait until it is the one loaded.
-	waitUntil(t, "containerd loading the chain without meshless-cni", 30*time.Second, func() (bool, string) {
-		chain, err := n.loadedChain()
-		return err == nil && len(chain) > 0 && !slices.Contains(chain, "meshless-cni"), fmt.Sprint(chain, err)
-	})
+	list, meshed := n.unmeshChain(t)
 
 	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "old-web"},
@@ -248,30 +229,7 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	d := n.StartDaemon()
 	client := cniapi.NewClient(d.Socket)
 	for _, p := range []*corev1.Pod{srv, cli} {
-		var reg *cniapi.PodStatus
-		waitUntil(t, "enrollment of "+p.Name, 60*time.Second, func() (bool, string) {
-			var err error
-			reg, err = findRegistration(ctx, client, p.UID)
-			return reg != nil, fmt.Sprint(err)
-		})
-		t.Logf("%s enrolled %v after the daemon started: %s netns %s listeners %v", p.Name, time.Since(t0).Round(time.Millisecond), reg.Key(), reg.Netns, reg.Listeners)
-		if reg.ContainerID != cniapi.EnrolledPrefix+string(p.UID) || reg.Namespace != ns || reg.Name != p.Name {
-			t.Errorf("registration %s %s/%s, want enrolled-%s %s/%s", reg.ContainerID, reg.Namespace, reg.Name, p.UID, ns, p.Name)
-		}
-		if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
-			t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
-		}
-		_, netns, err := n.SandboxNetns(ns, p.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sameFile(reg.Netns, netns) {
-			t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
-		}
-		waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
-			rules, _ := netnsRules(t, netns)
-			return rules != "", "no meshless rules in " + netns
-		})
+		n.checkEnrolled(ctx, t, client, p, t0)
 	}
 
 	want := srv.Status.PodIP + "@" + n.Name
@@ -290,7 +248,27 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 
 	// The client pod calls the VIP from its own container: no kube-proxy
 	// here, so only the daemon can carry it.
-	sandbox, _, err := n.SandboxNetns(ns, cli.Name)
+	n.callFromPod(ctx, t, d, cli, vip, "old-web-1")
+
+	// Deleting an enrolled pod deregisters it (no CNI DEL reaches the
+	// daemon for it: the daemon sees the pod go in the API).
+	t0 = time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, srv.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "deregistration of enrolled "+srv.Name, 60*time.Second, func() (bool, string) {
+		reg, err := findRegistration(ctx, client, srv.UID)
+		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	})
+	t.Logf("enrolled %s deregistered %v after deletion", srv.Name, time.Since(t0).Round(time.Millisecond))
+}
+
+// callFromPod runs demo-client in pod cli's container against vip, over
+// new connections, and checks that server answered and that daemon d
+// counted each connection on its same-node path.
+func (n *Node) callFromPod(ctx context.Context, t *testing.T, d *harness.Daemon, cli *corev1.Pod, vip, server string) {
+	t.Helper()
+	sandbox, _, err := n.SandboxNetns(cli.Namespace, cli.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,26 +288,71 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	if err != nil {
 		t.Fatalf("demo-client in %s: %v\n%s", cli.Name, err, out)
 	}
-	if !strings.Contains(out, "instance=old-web-1 ") {
-		t.Errorf("client output does not show old-web-1 answering:\n%s", out)
+	if !strings.Contains(out, "instance="+server+" ") {
+		t.Errorf("client output does not show %s answering:\n%s", server, out)
 	}
 	after := d.Metric(localOutbound)
-	t.Logf("enrolled client -> %s (%s): %s %v -> %v; output:\n%s", vip, ns+"/old-web", localOutbound, before, after, strings.TrimSpace(out))
+	t.Logf("enrolled client -> %s (server %s): %s %v -> %v; output:\n%s", vip, server, localOutbound, before, after, strings.TrimSpace(out))
 	if after-before < requests {
 		t.Errorf("%s rose by %v, want >= %d", localOutbound, after-before, requests)
 	}
+}
 
-	// Deleting an enrolled pod deregisters it (no CNI DEL reaches the
-	// daemon for it: the daemon sees the pod go in the API).
-	t0 = time.Now()
-	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, srv.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+// unmeshChain rewrites the node's conflist without meshless-cni, as before
+// `meshlessctl install-cni`, and waits until containerd has loaded it. It
+// returns the conflist's path and its meshed content, to put back.
+func (n *Node) unmeshChain(t *testing.T) (string, []byte) {
+	t.Helper()
+	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
+	meshed, err := os.ReadFile(list)
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "deregistration of enrolled "+srv.Name, 60*time.Second, func() (bool, string) {
-		reg, err := findRegistration(ctx, client, srv.UID)
-		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	var conf map[string]any
+	if err := json.Unmarshal(meshed, &conf); err != nil {
+		t.Fatal(err)
+	}
+	conf["plugins"] = conf["plugins"].([]any)[:1]
+	bare, _ := json.MarshalIndent(conf, "", "  ")
+	writeFile(t, list, bare)
+	t.Logf("conflist without meshless-cni:\n%s", bare)
+	// containerd reloads the conf dir when it changes; the pods below must
+	// start with the bare chain, so wait until it is the one loaded.
+	waitUntil(t, "containerd loading the chain without meshless-cni", 30*time.Second, func() (bool, string) {
+		chain, err := n.loadedChain()
+		return err == nil && len(chain) > 0 && !slices.Contains(chain, "meshless-cni"), fmt.Sprint(chain, err)
 	})
-	t.Logf("enrolled %s deregistered %v after deletion", srv.Name, time.Since(t0).Round(time.Millisecond))
+	return list, meshed
+}
+
+// checkEnrolled waits until the daemon has enrolled running pod p (not
+// through CNI), then checks the registration and the rules in its netns.
+func (n *Node) checkEnrolled(ctx context.Context, t *testing.T, client *cniapi.Client, p *corev1.Pod, t0 time.Time) {
+	t.Helper()
+	var reg *cniapi.PodStatus
+	waitUntil(t, "enrollment of "+p.Name, 60*time.Second, func() (bool, string) {
+		var err error
+		reg, err = findRegistration(ctx, client, p.UID)
+		return reg != nil, fmt.Sprint(err)
+	})
+	t.Logf("%s enrolled %v after the daemon started: %s netns %s listeners %v", p.Name, time.Since(t0).Round(time.Millisecond), reg.Key(), reg.Netns, reg.Listeners)
+	if reg.ContainerID != cniapi.EnrolledPrefix+string(p.UID) || reg.Namespace != p.Namespace || reg.Name != p.Name {
+		t.Errorf("registration %s %s/%s, want enrolled-%s %s/%s", reg.ContainerID, reg.Namespace, reg.Name, p.UID, p.Namespace, p.Name)
+	}
+	if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
+		t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
+	}
+	_, netns, err := n.SandboxNetns(p.Namespace, p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameFile(reg.Netns, netns) {
+		t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
+	}
+	waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
+		rules, _ := netnsRules(t, netns)
+		return rules != "", "no meshless rules in " + netns
+	})
 }
 
 // sameFile reports whether two paths name the same file (netns inode).
