@@ -119,88 +119,103 @@ func Latency(ctx context.Context, d Dialer, o LatencyOptions) (LatencyResult, er
 		}
 	}()
 	start := time.Now()
-	measureFrom := start.Add(o.Warmup)
-	end := measureFrom.Add(o.Duration)
-	var (
-		mu      sync.Mutex
-		samples []int64
-		errs    int
-		firstEr error
-		wg      sync.WaitGroup
-	)
+	r := &latencyRun{o: o, start: start, measureFrom: start.Add(o.Warmup)}
+	r.end = r.measureFrom.Add(o.Duration)
+	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var local []int64
-			req := make([]byte, o.Size)
-			resp := make([]byte, o.Size)
-			var interval time.Duration
-			if o.Rate > 0 {
-				interval = time.Duration(float64(time.Second) * float64(o.Conns) / o.Rate)
-			}
-			// Spread the connections' schedules over one interval.
-			next := start
-			if interval > 0 {
-				next = start.Add(interval * time.Duration(i) / time.Duration(o.Conns))
-			}
-			c.SetDeadline(end.Add(10 * time.Second))
-			for {
-				var sent time.Time
-				if interval > 0 {
-					if next.After(end) {
-						break
-					}
-					if w := time.Until(next); w > 0 {
-						time.Sleep(w)
-					}
-					// Latency counts from the actual send: the timer's
-					// wake-up lag is the client's, not the path's. A
-					// stalled path still delays the later sends, which
-					// then count from their (late) send.
-					sent = time.Now()
-					next = next.Add(interval)
-					if sent.Sub(next) > interval {
-						next = sent // fell behind: do not burst to catch up
-					}
-				} else {
-					sent = time.Now()
-					if sent.After(end) {
-						break
-					}
-				}
-				if _, err := c.Write(req); err != nil {
-					mu.Lock()
-					errs++
-					firstEr = cmpErr(firstEr, err)
-					mu.Unlock()
-					break
-				}
-				if _, err := io.ReadFull(c, resp); err != nil {
-					mu.Lock()
-					errs++
-					firstEr = cmpErr(firstEr, err)
-					mu.Unlock()
-					break
-				}
-				if !sent.Before(measureFrom) {
-					local = append(local, int64(time.Since(sent)))
-				}
-			}
-			mu.Lock()
-			samples = append(samples, local...)
-			mu.Unlock()
+			r.conn(i, c)
 		}()
 	}
 	wg.Wait()
 	res.Seconds = seconds(o.Duration)
-	res.Errors = errs
-	res.Achieved = float64(len(samples)) / o.Duration.Seconds()
-	res.Percentiles = Summarize(samples)
-	if errs > 0 && len(samples) == 0 {
-		return res, firstEr
+	res.Errors = r.errs
+	res.Achieved = float64(len(r.samples)) / o.Duration.Seconds()
+	res.Percentiles = Summarize(r.samples)
+	if r.errs > 0 && len(r.samples) == 0 {
+		return res, r.firstEr
 	}
 	return res, nil
+}
+
+// latencyRun is one Latency measurement: its schedule, and what its
+// connections' goroutines add up.
+type latencyRun struct {
+	o                       LatencyOptions
+	start, measureFrom, end time.Time
+
+	mu      sync.Mutex
+	samples []int64
+	errs    int
+	firstEr error
+}
+
+// conn runs connection i of the measurement until end or its first error,
+// then adds its samples.
+func (r *latencyRun) conn(i int, c net.Conn) {
+	o := r.o
+	var local []int64
+	req := make([]byte, o.Size)
+	resp := make([]byte, o.Size)
+	var interval time.Duration
+	if o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(o.Conns) / o.Rate)
+	}
+	// Spread the connections' schedules over one interval.
+	next := r.start
+	if interval > 0 {
+		next = r.start.Add(interval * time.Duration(i) / time.Duration(o.Conns))
+	}
+	c.SetDeadline(r.end.Add(10 * time.Second))
+	for {
+		var sent time.Time
+		if interval > 0 {
+			if next.After(r.end) {
+				break
+			}
+			if w := time.Until(next); w > 0 {
+				time.Sleep(w)
+			}
+			// Latency counts from the actual send: the timer's
+			// wake-up lag is the client's, not the path's. A
+			// stalled path still delays the later sends, which
+			// then count from their (late) send.
+			sent = time.Now()
+			next = next.Add(interval)
+			if sent.Sub(next) > interval {
+				next = sent // fell behind: do not burst to catch up
+			}
+		} else {
+			sent = time.Now()
+			if sent.After(r.end) {
+				break
+			}
+		}
+		if _, err := c.Write(req); err != nil {
+			r.fail(err)
+			break
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			r.fail(err)
+			break
+		}
+		if !sent.Before(r.measureFrom) {
+			local = append(local, int64(time.Since(sent)))
+		}
+	}
+	r.mu.Lock()
+	r.samples = append(r.samples, local...)
+	r.mu.Unlock()
+}
+
+// fail counts one connection's error, keeping the first.
+func (r *latencyRun) fail(err error) {
+	r.mu.Lock()
+	r.errs++
+	r.firstEr = cmpErr(r.firstEr, err)
+	r.mu.Unlock()
 }
 
 func cmpErr(old, err error) error {

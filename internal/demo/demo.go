@@ -16,7 +16,6 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/meshless/meshless/internal/lab"
@@ -155,9 +154,4 @@ func binPath(binDir, name string) (string, error) {
 		binDir = d
 	}
 	return filepath.Join(binDir, name), nil
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return line
 }

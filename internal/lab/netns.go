@@ -26,8 +26,8 @@ func NetnsPath(name string) string { return filepath.Join(NetnsDir, name) }
 // locked thread that is thrown away afterwards, so no thread of this
 // process is left in it.
 func createNetns(name string) error {
-	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	if err := shareNetnsDir(); err != nil {
+		return err
 	}
 	path := NetnsPath(name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
@@ -58,6 +58,65 @@ func createNetns(name string) error {
 	return nil
 }
 
+// shareNetnsDir makes NetnsDir a shared mount point before anything is
+// mounted in it, as `ip netns add` and the CNI testutils' NewNS do. Each of
+// them, finding a plain directory, bind-mounts it over itself: done after
+// the lab's mounts, that would leave them underneath, hidden, and their
+// files busy, so lab down could neither see nor remove them. Shared, the
+// mounts also propagate to mount namespaces made from this one (a
+// container runtime's), so one unmount frees a namespace everywhere.
+func shareNetnsDir() error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	}
+	err := unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	// EINVAL: not a mount point yet (the first of us since boot).
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("make %s shared: %w", NetnsDir, err)
+	}
+	return upgradeNetnsDir()
+}
+
+// upgradeNetnsDir bind-mounts the plain NetnsDir over itself and makes the
+// new mount point shared. The bind is recursive so that netns other tools
+// already mounted there stay visible; their originals, now covered, would
+// keep each file busy, so they are detached through a handle on the
+// directory taken before it was covered.
+func upgradeNetnsDir() error {
+	under, err := unix.Open(NetnsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", NetnsDir, err)
+	}
+	defer unix.Close(under)
+	if err := unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind-mount %s on itself: %w", NetnsDir, err)
+	}
+	if err := unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", NetnsDir, err)
+	}
+	return detachCovered(fmt.Sprintf("/proc/self/fd/%d", under))
+}
+
+// detachCovered lazily unmounts every mount directly in dir, a path to the
+// covered NetnsDir: its copies in the new mount point keep the namespaces.
+func detachCovered(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list covered %s: %w", NetnsDir, err)
+	}
+	var errs []error
+	for _, e := range entries {
+		err := unix.Unmount(filepath.Join(dir, e.Name()), unix.MNT_DETACH)
+		if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: not a mount point
+			errs = append(errs, fmt.Errorf("detach covered %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // deleteNetns unmounts and removes /run/netns/<name>. A missing netns, or
 // a file left without its mount by a crash, is not an error.
 func deleteNetns(name string) error {
@@ -66,7 +125,14 @@ func deleteNetns(name string) error {
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount netns %s: %w", name, err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	err = os.Remove(path)
+	if errors.Is(err, unix.EBUSY) {
+		// Still a mount point in a mount of NetnsDir that another is
+		// over: left by a lab from before shareNetnsDir, or by a tool
+		// that mounted there without sharing the directory.
+		return fmt.Errorf("remove netns %s: %w (a mount of %s over itself hides another mount of it; see /proc/self/mountinfo)", name, err, NetnsDir)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove netns %s: %w", name, err)
 	}
 	return nil

@@ -15,14 +15,22 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/internal/testenv"
 )
 
-// RequireRoot skips t, saying why, when the test does not run as root. CI
-// runs as root, so these tests run there.
+// RequireRoot ends t unless the test runs as root: it fails under
+// CI=true, which runs as root and must run these tests, and skips
+// otherwise (see testenv.Missing).
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipped: needs root (network namespaces); CI runs it as root")
+	requireRoot(t, os.Geteuid())
+}
+
+func requireRoot(t testing.TB, euid int) {
+	t.Helper()
+	if euid != 0 {
+		testenv.Missing(t, "root (the test makes network namespaces): run it as root, as CI does")
 	}
 }
 

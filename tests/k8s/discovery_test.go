@@ -73,6 +73,7 @@ func (m *models) waitModel(t *testing.T, what string, timeout time.Duration, ok 
 			last, _ := m.last()
 			t.Fatalf("%s: not in the model after %v; last model:\n%s", what, timeout, dump(last))
 		}
+		// Polling interval; the time returned is the delivery's own.
 		time.Sleep(5 * time.Millisecond)
 	}
 }
@@ -90,7 +91,7 @@ func watchSlices(ctx context.Context, t *testing.T, c *Cluster, ns string) *slic
 		for ctx.Err() == nil {
 			wi, err := c.Client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, metav1.ListOptions{})
 			if err != nil {
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // retry pause, as an informer backs off
 				continue
 			}
 			for ev := range wi.ResultChan() {
@@ -193,6 +194,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // TestKubernetes runs one control plane for all the real-apiserver tests.
 func TestKubernetes(t *testing.T) {
+	// Legitimately optional: -short is `make unit`, the tests that need
+	// neither root nor the kube binaries; `make test` (CI) runs it.
 	if testing.Short() {
 		t.Skip("starts a real Kubernetes control plane; not in -short")
 	}
@@ -296,7 +299,7 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 				if sliceAt, ok = sw.firstReady("web", start, sliceIPs); ok {
 					break
 				}
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // polling interval
 			}
 		}
 		lat.add(t, name, start, sliceAt, at)
@@ -394,13 +397,16 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 	// LastError says why.
 	deadline := time.Now().Add(3 * time.Second)
 	for src.LastError() == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 	if err := src.LastError(); err == nil {
 		t.Errorf("LastError nil 3s into the outage")
 	} else {
 		t.Logf("LastError %v after the kill: %v", time.Since(killAt).Round(time.Millisecond), err)
 	}
+	// The outage itself is under test: for two more seconds nothing may be
+	// delivered that loses state (checked below, over every model since
+	// the kill), and the source must still count as synced.
 	time.Sleep(2 * time.Second)
 	if !src.HasSynced() {
 		t.Errorf("HasSynced false during the outage")
@@ -426,7 +432,7 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 	t.Log(row)
 	deadline = time.Now().Add(15 * time.Second)
 	for src.LastError() != nil && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 	if err := src.LastError(); err != nil {
 		t.Errorf("LastError still %v after the restart", err)

@@ -122,7 +122,7 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 		if time.Now().After(deadline) {
 			t.Fatalf("DaemonSet: %v; status %+v", err, ds.Status)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // polling interval
 	}
 	pods, err := c.Client.CoreV1().Pods("meshless-system").List(ctx, metav1.ListOptions{})
 	if err != nil {

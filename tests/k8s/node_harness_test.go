@@ -50,6 +50,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/testenv"
 	"github.com/meshless/meshless/tests/harness"
 	"golang.org/x/sys/unix"
 )
@@ -148,7 +149,7 @@ func lockNodes(t *testing.T) {
 			f.Close()
 			t.Fatalf("another real-node test holds the lock on %s for 5 min", bin)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // polling the lock
 	}
 	if d := time.Since(t0); d > time.Second {
 		t.Logf("waited %v for another real-node test to end", d.Round(time.Millisecond))
@@ -172,11 +173,7 @@ func nodeBins(t *testing.T, c *Cluster) {
 		}
 	}
 	if len(missing) > 0 {
-		msg := fmt.Sprintf("real-node test: missing %s: run `make kube-bins` (builds kubelet and crictl, installs containerd and runc)", strings.Join(missing, ", "))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Missing(t, fmt.Sprintf("%s for the real-node test: run `make kube-bins` (builds kubelet and crictl, installs containerd and runc)", strings.Join(missing, ", ")))
 	}
 }
 
@@ -427,7 +424,7 @@ state = %q
 		if time.Now().After(deadline) {
 			t.Fatalf("containerd not up after 30s:\n%s", tail(n.containerd.log, 40))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 }
 
@@ -607,7 +604,7 @@ serializeImagePulls: false
 		if time.Now().After(deadline) {
 			t.Fatalf("node %s not Ready after 120s (%s)\nkubelet:\n%s\ncontainerd:\n%s", n.Name, last, tail(n.kubelet.log, 40), tail(n.containerd.log, 20))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // polling interval
 	}
 }
 
@@ -809,7 +806,7 @@ func (n *Node) killLeftovers() []int {
 		if !found {
 			break
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // until no process of ours is left
 	}
 	return killed
 }

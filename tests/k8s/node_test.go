@@ -123,10 +123,31 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 	})
 	t.Logf("%s deregistered %v after deletion", server.Name, time.Since(t0).Round(time.Millisecond))
 
-	// With the daemon down, ADD fails with code 11 (try again later) and
-	// the kubelet retries; once the daemon is back the pod comes up meshed.
 	d.Stop()
-	t0 = time.Now()
+	testDaemonDown(ctx, t, c, n)
+	testEnrollRunning(ctx, t, c, n)
+}
+
+// testDaemonDown: with the daemon down, ADD fails with code 11 (try again
+// later) and the kubelet retries; once the daemon is back the pod comes up
+// meshed. The daemon is down on entry and on return.
+func testDaemonDown(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
+	const ns = "node-e2e"
+	// ADDs of web-2 that meshless-cni failed with code 11, from its log
+	// (one line per failed invocation: op=ADD ... pod=node-e2e/web-2 ...
+	// code=11).
+	failures := func() int {
+		b, _ := os.ReadFile(n.PluginLog)
+		count := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "op=ADD") && strings.Contains(line, "pod="+ns+"/web-2") && strings.HasSuffix(line, "code=11") {
+				count++
+			}
+		}
+		return count
+	}
+	before := failures()
+	t0 := time.Now()
 	late := n.createPod(ctx, ns, serverPod("web-2"))
 	waitUntil(t, "FailedCreatePodSandBox for web-2", 60*time.Second, func() (bool, string) {
 		evs, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web-2,reason=FailedCreatePodSandBox"})
@@ -140,19 +161,22 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 		t.Logf("kubelet event: %s", msg)
 		return true, ""
 	})
-	if b, _ := os.ReadFile(n.PluginLog); !strings.Contains(string(b), "code=11") {
+	if failures() == before {
 		t.Errorf("meshless-cni log shows no ADD failing with code 11:\n%s", tail(n.PluginLog, 10))
 	}
 	t.Logf("ADD failed with code 11 while the daemon was down (%v after creation)", time.Since(t0).Round(time.Millisecond))
-	time.Sleep(2 * time.Second) // let the kubelet fail at least once more
-	d = n.StartDaemon()
+	// The pod must come up through a retry that follows a failed one, not
+	// a first attempt: wait for the kubelet's second ADD to fail too.
+	waitUntil(t, "a second ADD of web-2 failing with code 11", 60*time.Second, func() (bool, string) {
+		return failures() >= before+2, fmt.Sprintf("%d ADD failures with code 11 so far:\n%s", failures()-before, tail(n.PluginLog, 10))
+	})
+	t.Logf("second ADD failed %v after creation", time.Since(t0).Round(time.Millisecond))
+	d := n.StartDaemon()
 	t1 := time.Now()
 	late = n.waitPodRunning(ctx, late, 120*time.Second)
 	t.Logf("web-2 Running %v after the daemon started (%v after creation)", time.Since(t1).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 	n.checkMeshed(ctx, cniapi.NewClient(d.Socket), late)
-
 	d.Stop()
-	testEnrollRunning(ctx, t, c, n)
 }
 
 // testEnrollRunning: pods that started while meshless-cni was not in the
@@ -163,21 +187,7 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 // daemon. The daemon is down on entry.
 func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	const ns = "node-e2e"
-	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
-	meshed, err := os.ReadFile(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The chain without meshless-cni, as before `meshlessctl install-cni`.
-	var conf map[string]any
-	if err := json.Unmarshal(meshed, &conf); err != nil {
-		t.Fatal(err)
-	}
-	conf["plugins"] = conf["plugins"].([]any)[:1]
-	bare, _ := json.MarshalIndent(conf, "", "  ")
-	writeFile(t, list, bare)
-	t.Logf("conflist without meshless-cni:\n%s", bare)
-	time.Sleep(time.Second) // containerd reloads the conf dir on change
+	list, meshed := n.unmeshChain(t)
 
 	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "old-web"},
@@ -219,30 +229,7 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	d := n.StartDaemon()
 	client := cniapi.NewClient(d.Socket)
 	for _, p := range []*corev1.Pod{srv, cli} {
-		var reg *cniapi.PodStatus
-		waitUntil(t, "enrollment of "+p.Name, 60*time.Second, func() (bool, string) {
-			var err error
-			reg, err = findRegistration(ctx, client, p.UID)
-			return reg != nil, fmt.Sprint(err)
-		})
-		t.Logf("%s enrolled %v after the daemon started: %s netns %s listeners %v", p.Name, time.Since(t0).Round(time.Millisecond), reg.Key(), reg.Netns, reg.Listeners)
-		if reg.ContainerID != cniapi.EnrolledPrefix+string(p.UID) || reg.Namespace != ns || reg.Name != p.Name {
-			t.Errorf("registration %s %s/%s, want enrolled-%s %s/%s", reg.ContainerID, reg.Namespace, reg.Name, p.UID, ns, p.Name)
-		}
-		if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
-			t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
-		}
-		_, netns, err := n.SandboxNetns(ns, p.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sameFile(reg.Netns, netns) {
-			t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
-		}
-		waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
-			rules, _ := netnsRules(t, netns)
-			return rules != "", "no meshless rules in " + netns
-		})
+		n.checkEnrolled(ctx, t, client, p, t0)
 	}
 
 	want := srv.Status.PodIP + "@" + n.Name
@@ -261,7 +248,27 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 
 	// The client pod calls the VIP from its own container: no kube-proxy
 	// here, so only the daemon can carry it.
-	sandbox, _, err := n.SandboxNetns(ns, cli.Name)
+	n.callFromPod(ctx, t, d, cli, vip, "old-web-1")
+
+	// Deleting an enrolled pod deregisters it (no CNI DEL reaches the
+	// daemon for it: the daemon sees the pod go in the API).
+	t0 = time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, srv.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "deregistration of enrolled "+srv.Name, 60*time.Second, func() (bool, string) {
+		reg, err := findRegistration(ctx, client, srv.UID)
+		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	})
+	t.Logf("enrolled %s deregistered %v after deletion", srv.Name, time.Since(t0).Round(time.Millisecond))
+}
+
+// callFromPod runs demo-client in pod cli's container against vip, over
+// new connections, and checks that server answered and that daemon d
+// counted each connection on its same-node path.
+func (n *Node) callFromPod(ctx context.Context, t *testing.T, d *harness.Daemon, cli *corev1.Pod, vip, server string) {
+	t.Helper()
+	sandbox, _, err := n.SandboxNetns(cli.Namespace, cli.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,26 +288,71 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	if err != nil {
 		t.Fatalf("demo-client in %s: %v\n%s", cli.Name, err, out)
 	}
-	if !strings.Contains(out, "instance=old-web-1 ") {
-		t.Errorf("client output does not show old-web-1 answering:\n%s", out)
+	if !strings.Contains(out, "instance="+server+" ") {
+		t.Errorf("client output does not show %s answering:\n%s", server, out)
 	}
 	after := d.Metric(localOutbound)
-	t.Logf("enrolled client -> %s (%s): %s %v -> %v; output:\n%s", vip, ns+"/old-web", localOutbound, before, after, strings.TrimSpace(out))
+	t.Logf("enrolled client -> %s (server %s): %s %v -> %v; output:\n%s", vip, server, localOutbound, before, after, strings.TrimSpace(out))
 	if after-before < requests {
 		t.Errorf("%s rose by %v, want >= %d", localOutbound, after-before, requests)
 	}
+}
 
-	// Deleting an enrolled pod deregisters it (no CNI DEL reaches the
-	// daemon for it: the daemon sees the pod go in the API).
-	t0 = time.Now()
-	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, srv.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+// unmeshChain rewrites the node's conflist without meshless-cni, as before
+// `meshlessctl install-cni`, and waits until containerd has loaded it. It
+// returns the conflist's path and its meshed content, to put back.
+func (n *Node) unmeshChain(t *testing.T) (string, []byte) {
+	t.Helper()
+	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
+	meshed, err := os.ReadFile(list)
+	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "deregistration of enrolled "+srv.Name, 60*time.Second, func() (bool, string) {
-		reg, err := findRegistration(ctx, client, srv.UID)
-		return err == nil && reg == nil, fmt.Sprint(reg, err)
+	var conf map[string]any
+	if err := json.Unmarshal(meshed, &conf); err != nil {
+		t.Fatal(err)
+	}
+	conf["plugins"] = conf["plugins"].([]any)[:1]
+	bare, _ := json.MarshalIndent(conf, "", "  ")
+	writeFile(t, list, bare)
+	t.Logf("conflist without meshless-cni:\n%s", bare)
+	// containerd reloads the conf dir when it changes; the pods below must
+	// start with the bare chain, so wait until it is the one loaded.
+	waitUntil(t, "containerd loading the chain without meshless-cni", 30*time.Second, func() (bool, string) {
+		chain, err := n.loadedChain()
+		return err == nil && len(chain) > 0 && !slices.Contains(chain, "meshless-cni"), fmt.Sprint(chain, err)
 	})
-	t.Logf("enrolled %s deregistered %v after deletion", srv.Name, time.Since(t0).Round(time.Millisecond))
+	return list, meshed
+}
+
+// checkEnrolled waits until the daemon has enrolled running pod p (not
+// through CNI), then checks the registration and the rules in its netns.
+func (n *Node) checkEnrolled(ctx context.Context, t *testing.T, client *cniapi.Client, p *corev1.Pod, t0 time.Time) {
+	t.Helper()
+	var reg *cniapi.PodStatus
+	waitUntil(t, "enrollment of "+p.Name, 60*time.Second, func() (bool, string) {
+		var err error
+		reg, err = findRegistration(ctx, client, p.UID)
+		return reg != nil, fmt.Sprint(err)
+	})
+	t.Logf("%s enrolled %v after the daemon started: %s netns %s listeners %v", p.Name, time.Since(t0).Round(time.Millisecond), reg.Key(), reg.Netns, reg.Listeners)
+	if reg.ContainerID != cniapi.EnrolledPrefix+string(p.UID) || reg.Namespace != p.Namespace || reg.Name != p.Name {
+		t.Errorf("registration %s %s/%s, want enrolled-%s %s/%s", reg.ContainerID, reg.Namespace, reg.Name, p.UID, p.Namespace, p.Name)
+	}
+	if !slices.Contains(reg.IPs, netip.MustParseAddr(p.Status.PodIP)) {
+		t.Errorf("registration IPs %v, pod IP %s", reg.IPs, p.Status.PodIP)
+	}
+	_, netns, err := n.SandboxNetns(p.Namespace, p.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameFile(reg.Netns, netns) {
+		t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
+	}
+	waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
+		rules, _ := netnsRules(t, netns)
+		return rules != "", "no meshless rules in " + netns
+	})
 }
 
 // sameFile reports whether two paths name the same file (netns inode).
@@ -388,7 +440,7 @@ func (n *Node) waitPod(ctx context.Context, p *corev1.Pod, what string, timeout 
 			}
 			n.t.Fatalf("pod %s/%s not %s after %v (%s %v); events:\n%s", p.Namespace, p.Name, what, timeout, phase, err, strings.Join(lines, "\n"))
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond) // polling interval
 	}
 }
 
@@ -472,6 +524,44 @@ func findRegistration(ctx context.Context, c *cniapi.Client, uid any) (*cniapi.P
 	return nil, nil
 }
 
+// loadedChain returns the plugin types, in chain order, of the pod network
+// that containerd's CRI plugin has loaded from the conf dir (crictl info).
+func (n *Node) loadedChain() ([]string, error) {
+	out, err := n.Crictl("info")
+	if err != nil {
+		return nil, err
+	}
+	// go-cni's ConfigResult, as containerd 1.6 reports it under cniconfig.
+	var info struct {
+		CNIConfig struct {
+			Networks []struct {
+				IFName string
+				Config struct {
+					Plugins []struct {
+						Network struct {
+							Type string `json:"type"`
+						}
+					}
+				}
+			}
+		} `json:"cniconfig"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		return nil, fmt.Errorf("crictl info: %w", err)
+	}
+	for _, nw := range info.CNIConfig.Networks {
+		if nw.IFName == "lo" { // containerd's own loopback network
+			continue
+		}
+		var types []string
+		for _, p := range nw.Config.Plugins {
+			types = append(types, p.Network.Type)
+		}
+		return types, nil
+	}
+	return nil, fmt.Errorf("crictl info: no pod network loaded")
+}
+
 // waitUntil polls ok every 100 ms until it holds, failing t after timeout
 // with ok's last explanation.
 func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() (bool, string)) {
@@ -485,6 +575,6 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() (bool
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not after %v: %s", what, timeout, why)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 }

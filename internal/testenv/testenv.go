@@ -1,0 +1,30 @@
+// Package testenv decides what a test does when something it needs from
+// the machine is missing: root, a program, a built binary. On a
+// developer's machine the test is skipped, saying what to install; under
+// CI=true (the CI runs `make test` so) it fails, because CI must have it
+// and a CI that lost it would otherwise pass without running the test.
+//
+//	if _, err := exec.LookPath("nft"); err != nil {
+//		testenv.Missing(t, "nft (Debian nftables): run `make deps`")
+//	}
+package testenv
+
+import (
+	"os"
+	"testing"
+)
+
+// Missing ends t because what it needs is absent: t.Fatal under CI=true,
+// t.Skip otherwise. what says what is missing and how to get it.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if MustFail(os.Getenv) {
+		t.Fatalf("missing %s (CI=true: a CI must provide it, so this fails instead of skipping)", what)
+	}
+	t.Skipf("skipped: missing %s", what)
+}
+
+// MustFail reports whether a missing requirement fails the test rather
+// than skipping it: when the environment, read through getenv, has
+// CI=true.
+func MustFail(getenv func(string) string) bool { return getenv("CI") == "true" }
