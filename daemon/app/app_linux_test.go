@@ -16,6 +16,7 @@ import (
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
 	"github.com/meshless/meshless/internal/podtest"
+	"github.com/meshless/meshless/internal/testenv"
 )
 
 // TestRunServesAndShutsDown runs the whole daemon: admin endpoints answer,
@@ -43,7 +44,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- app.Run(ctx, cfg) }()
 		base := "http://" + cfg.AdminAddr
-		podtest.Eventually(t, 10*time.Second, func() error {
+		testenv.Eventually(t, 10*time.Second, func() error {
 			select {
 			case err := <-done:
 				t.Fatalf("run: %v", err)
@@ -171,7 +172,7 @@ func TestRunDiscoveryFails(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- app.Run(ctx, c) }()
-			podtest.Eventually(t, 10*time.Second, func() error {
+			testenv.Eventually(t, 10*time.Second, func() error {
 				_, err := cniapi.NewClient(c.Socket).Register(ctx, podtest.Pod("c2", pod, "198.19.1.3"))
 				return err
 			})

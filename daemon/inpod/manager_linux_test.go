@@ -14,13 +14,14 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/localapi"
-	"github.com/meshless/meshless/internal/podtest"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/podtest"
+	"github.com/meshless/meshless/internal/testenv"
 )
 
 // recorder is a ConnHandler that notes each accepted connection.
@@ -149,7 +150,7 @@ func TestRegisterLifecycle(t *testing.T) {
 				}
 				c.Close()
 			}
-			podtest.Eventually(t, 5*time.Second, func() error {
+			testenv.Eventually(t, 5*time.Second, func() error {
 				return errors.Join(d.rec.saw(pod.Key(), inpod.Outbound), d.rec.saw(pod.Key(), inpod.Inbound))
 			})
 			if got := podtest.Metric(t, d.metrics.Registry, "meshless_listeners", nil); got != float64(len(tt.listeners)) {
@@ -341,7 +342,7 @@ func TestRestart(t *testing.T) {
 		t.Fatalf("restored listener: %v", err)
 	}
 	c.Close()
-	podtest.Eventually(t, 5*time.Second, func() error { return d2.rec.saw(pAlive.Key(), inpod.Outbound) })
+	testenv.Eventually(t, 5*time.Second, func() error { return d2.rec.saw(pAlive.Key(), inpod.Outbound) })
 	if err := podtest.Refused(pending, "tcp4", "127.0.0.1:15001"); err != nil {
 		t.Errorf("pending-deleted pod: %v", err)
 	}

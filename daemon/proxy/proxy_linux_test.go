@@ -15,7 +15,7 @@ import (
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/relay"
 	"github.com/meshless/meshless/daemon/tunnel"
-	"github.com/meshless/meshless/internal/podtest"
+	"github.com/meshless/meshless/internal/testenv"
 )
 
 // TestPaths: each route kind takes its path, the server sees podA's IP,
@@ -138,7 +138,7 @@ func TestRace(t *testing.T) {
 	}
 	// Every race had the black hole plus the slower endpoint lose; losers
 	// are reported in the background.
-	podtest.Eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 5*time.Second, func() error {
 		if l := counter(t, ms.n1, "race", "lost"); l < n {
 			return errors.New("fewer lost than races")
 		}
@@ -229,7 +229,7 @@ func TestTunnelRejects(t *testing.T) {
 		c.Write(tt.send)
 		io.ReadAll(c) // until the server closes
 		c.Close()
-		podtest.Eventually(t, 5*time.Second, func() error {
+		testenv.Eventually(t, 5*time.Second, func() error {
 			if counter(t, ms.n2, "failures", tt.reason) < 1 {
 				return errors.New("not counted: " + tt.reason)
 			}

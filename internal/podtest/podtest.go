@@ -4,7 +4,6 @@
 package podtest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -168,27 +167,6 @@ func Pod(id string, n ns.NetNS, ips ...string) *cniapi.Pod {
 		p.IPs = append(p.IPs, netip.MustParseAddr(ip))
 	}
 	return p
-}
-
-// Eventually polls cond every few milliseconds until it returns nil or
-// timeout passes, then fails t with cond's last error.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		case <-tick.C:
-		}
-	}
 }
 
 // ErrConnected is returned by Refused when a connection succeeded.

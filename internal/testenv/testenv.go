@@ -12,6 +12,7 @@ package testenv
 import (
 	"os"
 	"testing"
+	"time"
 )
 
 // Missing ends t because what it needs is absent: t.Fatal under CI=true,
@@ -28,3 +29,24 @@ func Missing(t testing.TB, what string) {
 // than skipping it: when the environment, read through getenv, has
 // CI=true.
 func MustFail(getenv func(string) string) bool { return getenv("CI") == "true" }
+
+// Eventually polls cond every few milliseconds until it returns nil, and
+// fails t with cond's last error once timeout passed. Tests wait for a
+// state this way, never by sleeping: cond says when the state is reached,
+// the interval is only how often it is asked.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		<-tick.C
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/meshless/meshless/tests/harness"
 
 	"github.com/meshless/meshless/internal/lab"
+	"github.com/meshless/meshless/internal/testenv"
 )
 
 // The pods of the suite: the client on node 1, a server on each node.
@@ -141,7 +142,7 @@ func checkMeshed(t *testing.T, l *lab.Lab, before counters, p placement, r run) 
 		want[conns("n2", "inbound", "remote")] = float64(r.conns)
 	}
 	var d counters
-	harness.Eventually(t, metricTimeout, func() error {
+	testenv.Eventually(t, metricTimeout, func() error {
 		d = readCounters(t, l).sub(before)
 		for k, v := range want {
 			if d[k] < v {

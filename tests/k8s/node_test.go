@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
+	"github.com/meshless/meshless/internal/testenv"
 	"github.com/meshless/meshless/tests/harness"
 )
 
@@ -566,15 +567,10 @@ func (n *Node) loadedChain() ([]string, error) {
 // with ok's last explanation.
 func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		done, why := ok()
-		if done {
-			return
+	testenv.Eventually(t, timeout, func() error {
+		if done, why := ok(); !done {
+			return fmt.Errorf("%s: %s", what, why)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v: %s", what, timeout, why)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+		return nil
+	})
 }

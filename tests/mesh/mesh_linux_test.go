@@ -15,6 +15,7 @@ import (
 	"github.com/meshless/meshless/tests/harness"
 
 	"github.com/meshless/meshless/internal/lab"
+	"github.com/meshless/meshless/internal/testenv"
 )
 
 // TestMesh runs the suite on one lab: the subtests run in order and each
@@ -152,7 +153,7 @@ func TestMesh(t *testing.T) {
 		}
 		// Each race has at least the SYN-dropping endpoint lose; losers are
 		// reported as they are reaped.
-		harness.Eventually(t, 5*time.Second, func() error {
+		testenv.Eventually(t, 5*time.Second, func() error {
 			if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
 				return fmt.Errorf("races lost +%v, want at least +%d", got, n)
 			}
@@ -196,7 +197,7 @@ func TestMesh(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		harness.Eventually(t, 5*time.Second, func() error {
+		testenv.Eventually(t, 5*time.Second, func() error {
 			if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
 				metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
 				return errors.New("bad headers not counted")
@@ -216,7 +217,7 @@ func TestMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The new daemon restored the pods from its state: no CNI ADD.
-		harness.Eventually(t, 10*time.Second, func() error {
+		testenv.Eventually(t, 10*time.Second, func() error {
 			_, _, err := exchange(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), 10, 1)
 			return err
 		})

@@ -14,6 +14,7 @@ import (
 	"github.com/meshless/meshless/tests/harness"
 
 	"github.com/meshless/meshless/internal/testbins"
+	"github.com/meshless/meshless/internal/testenv"
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/lab"
@@ -118,7 +119,7 @@ func writeRegistry(t *testing.T, l *lab.Lab) {
 		t.Fatal(err)
 	}
 	for _, n := range l.Nodes() {
-		harness.Eventually(t, 10*time.Second, func() error {
+		testenv.Eventually(t, 10*time.Second, func() error {
 			st, err := cniapi.NewClient(n.Socket).Status(context.Background())
 			if err != nil {
 				return err
