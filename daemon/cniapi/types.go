@@ -9,13 +9,8 @@
 //	st, err := c.Register(ctx, pod)
 //	if errors.Is(err, cniapi.ErrUnreachable) { ... } // CNI code 11: try again later
 //
-// Routes (all under /v1):
-//
-//	POST   /v1/pods          register (body Pod, answer PodStatus)
-//	GET    /v1/pods/{key}    one registration (404 when absent)
-//	DELETE /v1/pods/{key}    deregister; absent is not an error
-//	GET    /v1/ready         200 when ready, 503 with the reason otherwise
-//	POST   /v1/gc            deregister all but GCRequest.Valid
+// The daemon's side, and the list of every route of the socket, is
+// package localapi.
 //
 // A deregistration that cannot reach the daemon is written as a file in
 // PendingDir (see WritePending); the daemon applies those files when it

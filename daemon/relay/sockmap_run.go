@@ -38,26 +38,7 @@ func runPair(ctx context.Context, p *Pair, o Options) Result {
 		reset(b)
 	}
 	stop := context.AfterFunc(ctx, func() { abort(ctx.Err()) })
-	var idle *time.Timer
-	if o.IdleTimeout > 0 {
-		var check func()
-		check = func() {
-			if isClosed(aborted) {
-				return
-			}
-			da, _ := sinceLastRecv(a)
-			db, _ := sinceLastRecv(b)
-			d := min(da, db)
-			if d >= o.IdleTimeout {
-				abort(ErrIdle)
-				return
-			}
-			idle.Reset(o.IdleTimeout - d)
-		}
-		mu.Lock()
-		idle = time.AfterFunc(o.IdleTimeout, func() { mu.Lock(); mu.Unlock(); check() })
-		mu.Unlock()
-	}
+	idle := watchIdle(a, b, o.IdleTimeout, abort)
 	half := func(src, dst *net.TCPConn, user *int64, redirected func() uint64) {
 		defer wg.Done()
 		// Normally no read returns data: the verdict takes it all. A read
@@ -96,11 +77,7 @@ func runPair(ctx context.Context, p *Pair, o Options) Result {
 	go half(b, a, &res.UserBToA, func() uint64 { _, n := p.Redirected(); return n })
 	wg.Wait()
 	stop()
-	if idle != nil {
-		mu.Lock()
-		idle.Stop()
-		mu.Unlock()
-	}
+	idle.stop()
 	p.Release()
 	a.Close()
 	b.Close()

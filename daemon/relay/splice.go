@@ -33,13 +33,7 @@ func splice(ctx context.Context, a, b Conn, o Options) Result {
 		reset(b)
 	}
 	stop := context.AfterFunc(ctx, func() { abort(ctx.Err()) })
-	var w *idleWatch
-	if o.IdleTimeout > 0 {
-		w = &idleWatch{a: a, b: b, timeout: o.IdleTimeout, abort: abort}
-		w.mu.Lock()
-		w.timer = time.AfterFunc(o.IdleTimeout, w.check)
-		w.mu.Unlock()
-	}
+	w := watchIdle(a, b, o.IdleTimeout, abort)
 	copyHalf := func(dst, src Conn, n *int64) {
 		defer wg.Done()
 		var err error
@@ -59,9 +53,7 @@ func splice(ctx context.Context, a, b Conn, o Options) Result {
 	go copyHalf(a, b, &res.BToA)
 	wg.Wait()
 	stop()
-	if w != nil {
-		w.stop()
-	}
+	w.stop()
 	a.Close()
 	b.Close()
 	mu.Lock()
@@ -93,6 +85,19 @@ type idleWatch struct {
 	stopped bool
 }
 
+// watchIdle calls abort(ErrIdle) once neither a nor b received data for
+// timeout; nil (which stop accepts) when timeout is not positive.
+func watchIdle(a, b Conn, timeout time.Duration, abort func(error)) *idleWatch {
+	if timeout <= 0 {
+		return nil
+	}
+	w := &idleWatch{a: a, b: b, timeout: timeout, abort: abort}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(timeout, w.check)
+	w.mu.Unlock()
+	return w
+}
+
 func (w *idleWatch) check() {
 	idle, ok := sinceLastRecv(w.a)
 	if ib, okb := sinceLastRecv(w.b); okb && (!ok || ib < idle) {
@@ -115,6 +120,9 @@ func (w *idleWatch) check() {
 }
 
 func (w *idleWatch) stop() {
+	if w == nil {
+		return
+	}
 	w.mu.Lock()
 	w.stopped = true
 	w.timer.Stop()
