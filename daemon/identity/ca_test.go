@@ -217,17 +217,21 @@ func TestParseCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := ca.NewNodeMaterial("n1", IssueOptions{Now: clk.Now})
+		w := newWorld(t)
+		m, err := ca.NewNodeMaterial("n1", IssueOptions{Now: w.clk.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(m.Chain()) != 2 || !m.Chain()[1].Equal(inter) || len(m.Bundle()) != 1 || !m.Bundle()[0].Equal(root.signer) {
 			t.Fatalf("chain %d, bundle %d; want leaf+intermediate and the root", len(m.Chain()), len(m.Bundle()))
 		}
-		// The chain leads to the root.
-		if err := m.validate(tdLocal, "n1", clk.Now()); err != nil {
+		// A peer trusting the root accepts the node through the intermediate.
+		peer := newTestSource(t, root, "n2", w.clk)
+		srv := newTestSource(t, root, "n1", w.clk)
+		if err := srv.Set(m); err != nil {
 			t.Fatal(err)
 		}
+		mustHandshake(t, srv.ServerConfig(), peer.ClientConfig("n1"))
 	})
 	refusals := []struct {
 		name      string

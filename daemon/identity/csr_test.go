@@ -101,9 +101,15 @@ func TestSignNodeCSR(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := m.validate(tdLocal, "n1", clk.Now()); err != nil {
+			s, err := NewSource(Options{Node: "n1", Now: clk.Now, Logger: discardLogger()})
+			if err != nil {
 				t.Fatal(err)
 			}
+			if err := s.Set(m); err != nil {
+				t.Fatal(err)
+			}
+			peer := newTestSource(t, ca, "n2", clk)
+			mustHandshake(t, s.ServerConfig(), peer.ClientConfig("n1"))
 		})
 	}
 }

@@ -48,6 +48,16 @@ func mustCA(t testing.TB, clk *fakeClock) *CA {
 	return ca
 }
 
+// issue is ca.NewNodeMaterial at clk's time.
+func issue(t testing.TB, ca *CA, node string, clk *fakeClock) *Material {
+	t.Helper()
+	m, err := ca.NewNodeMaterial(node, IssueOptions{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // leafSpec describes a certificate that the package itself would never
 // issue, for the refusal tests.
 type leafSpec struct {
