@@ -28,154 +28,159 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// refusal is one reason a tunnel end refuses the other.
+type refusal struct {
+	name string
+	// build returns the server and client configs: the bad pair when
+	// bad, else the good twin that differs in the one defect.
+	build func(t *testing.T, w *world, bad bool) (srv, cli *tls.Config)
+	// refuser is the side whose handshake fails with want.
+	refuser    string
+	want       error
+	wantReason string
+	// otherReason is what the other side sees: a refusal of its
+	// certificate unless said otherwise.
+	otherReason string
+}
+
+// refusals are the cases of TestHandshakeRefusals.
+var refusals = []refusal{
+	{
+		name: "client from another CA",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			ca := pick(bad, w.foreign, w.ca)
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, ca, validSpec(w.clk, nodeURI("n2"))), w.clk)
+		},
+		refuser: "server", want: ErrUntrusted, wantReason: ReasonUntrusted,
+	},
+	{
+		name: "server from another CA",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			ca := pick(bad, w.foreign, w.ca)
+			return rawServer(signLeaf(t, ca, validSpec(w.clk, nodeURI("n1"))), w.clk), w.n2.ClientConfig("n1")
+		},
+		refuser: "client", want: ErrUntrusted, wantReason: ReasonUntrusted,
+	},
+	{
+		name: "client of another trust domain",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			uri := pick(bad, "spiffe://other.example/meshless/node/n2", nodeURI("n2"))
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk)
+		},
+		refuser: "server", want: ErrTrustDomain, wantReason: ReasonTrustDomain,
+	},
+	{
+		name: "server of another trust domain",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			uri := pick(bad, "spiffe://other.example/meshless/node/n1", nodeURI("n1"))
+			return rawServer(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk), w.n2.ClientConfig("n1")
+		},
+		refuser: "client", want: ErrTrustDomain, wantReason: ReasonTrustDomain,
+	},
+	{
+		name: "expired client",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			spec := validSpec(w.clk, nodeURI("n2"))
+			if bad {
+				spec.notAfter = w.clk.Now().Add(-time.Second)
+			}
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
+		},
+		refuser: "server", want: ErrExpired, wantReason: ReasonExpired,
+	},
+	{
+		name: "server not yet valid",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			spec := validSpec(w.clk, nodeURI("n1"))
+			if bad {
+				spec.notBefore = w.clk.Now().Add(time.Minute)
+			}
+			return rawServer(signLeaf(t, w.ca, spec), w.clk), w.n2.ClientConfig("n1")
+		},
+		refuser: "client", want: ErrExpired, wantReason: ReasonExpired,
+	},
+	{
+		name: "server is another node",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			return w.n1.ServerConfig(), w.n2.ClientConfig(pick(bad, "n3", "n1"))
+		},
+		refuser: "client", want: ErrWrongPeer, wantReason: ReasonWrongPeer,
+	},
+	{
+		name: "client without certificate",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			cert := signLeaf(t, w.ca, validSpec(w.clk, nodeURI("n2")))
+			if bad {
+				cert = tls.Certificate{}
+			}
+			return w.n1.ServerConfig(), rawClient(cert, w.clk)
+		},
+		refuser: "server", want: ErrNoCertificate, wantReason: ReasonNoCert,
+	},
+	{
+		name: "client with a workload identity",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			uri := pick(bad, "spiffe://cluster.local/ns/default/sa/web", nodeURI("n2"))
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk)
+		},
+		refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
+	},
+	{
+		name: "client with a DNS SAN besides its ID",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			spec := validSpec(w.clk, nodeURI("n2"))
+			if bad {
+				spec.dns = []string{"n2.example"}
+			}
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
+		},
+		refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
+	},
+	{
+		name: "server certificate without serverAuth",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			spec := validSpec(w.clk, nodeURI("n1"))
+			if bad {
+				spec.eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+			}
+			return rawServer(signLeaf(t, w.ca, spec), w.clk), w.n2.ClientConfig("n1")
+		},
+		refuser: "client", want: ErrNotNode, wantReason: ReasonNotNode,
+	},
+	{
+		name: "client presents a CA certificate",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			spec := validSpec(w.clk, nodeURI("n2"))
+			spec.isCA = bad
+			return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
+		},
+		refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
+	},
+	{
+		name: "server without material",
+		build: func(t *testing.T, w *world, bad bool) (*tls.Config, *tls.Config) {
+			if !bad {
+				return w.n1.ServerConfig(), w.n2.ClientConfig("n1")
+			}
+			empty, err := NewSource(Options{Node: "n1", Now: w.clk.Now, Logger: discardLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return empty.ServerConfig(), w.n2.ClientConfig("n1")
+		},
+		refuser: "server", want: ErrNoIdentity, wantReason: ReasonNoIdentity, otherReason: ReasonHandshake,
+	},
+}
+
 // TestHandshakeRefusals runs, for every reason a tunnel end refuses the
 // other, a real handshake that is refused for that reason and the same
 // handshake with the one defect removed, which must succeed.
 func TestHandshakeRefusals(t *testing.T) {
-	tests := []struct {
-		name string
-		// build returns the server and client configs: the bad pair
-		// when bad, else the good twin.
-		build func(w *world, bad bool) (srv, cli *tls.Config)
-		// refuser is the side whose handshake fails with want.
-		refuser    string
-		want       error
-		wantReason string
-		// otherReason is what the other side sees: a refusal of its
-		// certificate unless said otherwise.
-		otherReason string
-	}{
-		{
-			name: "client from another CA",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				ca := pick(bad, w.foreign, w.ca)
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, ca, validSpec(w.clk, nodeURI("n2"))), w.clk)
-			},
-			refuser: "server", want: ErrUntrusted, wantReason: ReasonUntrusted,
-		},
-		{
-			name: "server from another CA",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				ca := pick(bad, w.foreign, w.ca)
-				return rawServer(signLeaf(t, ca, validSpec(w.clk, nodeURI("n1"))), w.clk), w.n2.ClientConfig("n1")
-			},
-			refuser: "client", want: ErrUntrusted, wantReason: ReasonUntrusted,
-		},
-		{
-			name: "client of another trust domain",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				uri := pick(bad, "spiffe://other.example/meshless/node/n2", nodeURI("n2"))
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk)
-			},
-			refuser: "server", want: ErrTrustDomain, wantReason: ReasonTrustDomain,
-		},
-		{
-			name: "server of another trust domain",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				uri := pick(bad, "spiffe://other.example/meshless/node/n1", nodeURI("n1"))
-				return rawServer(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk), w.n2.ClientConfig("n1")
-			},
-			refuser: "client", want: ErrTrustDomain, wantReason: ReasonTrustDomain,
-		},
-		{
-			name: "expired client",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				spec := validSpec(w.clk, nodeURI("n2"))
-				if bad {
-					spec.notAfter = w.clk.Now().Add(-time.Second)
-				}
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
-			},
-			refuser: "server", want: ErrExpired, wantReason: ReasonExpired,
-		},
-		{
-			name: "server not yet valid",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				spec := validSpec(w.clk, nodeURI("n1"))
-				if bad {
-					spec.notBefore = w.clk.Now().Add(time.Minute)
-				}
-				return rawServer(signLeaf(t, w.ca, spec), w.clk), w.n2.ClientConfig("n1")
-			},
-			refuser: "client", want: ErrExpired, wantReason: ReasonExpired,
-		},
-		{
-			name: "server is another node",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				return w.n1.ServerConfig(), w.n2.ClientConfig(pick(bad, "n3", "n1"))
-			},
-			refuser: "client", want: ErrWrongPeer, wantReason: ReasonWrongPeer,
-		},
-		{
-			name: "client without certificate",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				cert := signLeaf(t, w.ca, validSpec(w.clk, nodeURI("n2")))
-				if bad {
-					cert = tls.Certificate{}
-				}
-				return w.n1.ServerConfig(), rawClient(cert, w.clk)
-			},
-			refuser: "server", want: ErrNoCertificate, wantReason: ReasonNoCert,
-		},
-		{
-			name: "client with a workload identity",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				uri := pick(bad, "spiffe://cluster.local/ns/default/sa/web", nodeURI("n2"))
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, validSpec(w.clk, uri)), w.clk)
-			},
-			refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
-		},
-		{
-			name: "client with a DNS SAN besides its ID",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				spec := validSpec(w.clk, nodeURI("n2"))
-				if bad {
-					spec.dns = []string{"n2.example"}
-				}
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
-			},
-			refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
-		},
-		{
-			name: "server certificate without serverAuth",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				spec := validSpec(w.clk, nodeURI("n1"))
-				if bad {
-					spec.eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-				}
-				return rawServer(signLeaf(t, w.ca, spec), w.clk), w.n2.ClientConfig("n1")
-			},
-			refuser: "client", want: ErrNotNode, wantReason: ReasonNotNode,
-		},
-		{
-			name: "client presents a CA certificate",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				spec := validSpec(w.clk, nodeURI("n2"))
-				spec.isCA = bad
-				return w.n1.ServerConfig(), rawClient(signLeaf(t, w.ca, spec), w.clk)
-			},
-			refuser: "server", want: ErrNotNode, wantReason: ReasonNotNode,
-		},
-		{
-			name: "server without material",
-			build: func(w *world, bad bool) (*tls.Config, *tls.Config) {
-				if !bad {
-					return w.n1.ServerConfig(), w.n2.ClientConfig("n1")
-				}
-				empty, err := NewSource(Options{Node: "n1", Now: w.clk.Now, Logger: discardLogger()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return empty.ServerConfig(), w.n2.ClientConfig("n1")
-			},
-			refuser: "server", want: ErrNoIdentity, wantReason: ReasonNoIdentity, otherReason: ReasonHandshake,
-		},
-	}
-	for _, tt := range tests {
+	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t)
 			t.Run("allowed", func(t *testing.T) {
-				sc, cc := tt.build(w, false)
+				sc, cc := tt.build(t, w, false)
 				srv, cli := handshake(t, sc, cc)
 				if srv.err != nil || cli.err != nil {
 					t.Fatalf("server: %v; client: %v", srv.err, cli.err)
@@ -183,7 +188,7 @@ func TestHandshakeRefusals(t *testing.T) {
 				checkPeers(t, srv, cli)
 			})
 			t.Run("refused", func(t *testing.T) {
-				sc, cc := tt.build(w, true)
+				sc, cc := tt.build(t, w, true)
 				srv, cli := handshake(t, sc, cc)
 				refused, other := srv, cli
 				if tt.refuser == "client" {
