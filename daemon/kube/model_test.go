@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,13 +89,52 @@ var (
 	pfx = netip.MustParsePrefix
 )
 
+// translateCase is one input for Translate and the model and warnings it
+// must give.
+type translateCase struct {
+	name     string
+	in       Objects
+	want     routes.Model
+	warnings []string // substrings, in order
+}
+
+// TestTranslate runs the cases by theme; the subtests keep the cases' names.
 func TestTranslate(t *testing.T) {
-	tests := []struct {
-		name     string
-		in       Objects
-		want     routes.Model
-		warnings []string // substrings, in order
-	}{
+	for _, tt := range slices.Concat(translateNodeCases(), translateServiceCases(), translateEndpointCases()) {
+		t.Run(tt.name, func(t *testing.T) { checkTranslate(t, tt) })
+	}
+}
+
+// checkTranslate checks the model and warnings of tt, and that the model
+// builds and is the same on a second run.
+func checkTranslate(t *testing.T, tt translateCase) {
+	got, warn := Translate(tt.in, DefaultTunnelPort)
+	if !reflect.DeepEqual(got, tt.want) {
+		t.Errorf("model:\n got %+v\nwant %+v", got, tt.want)
+	}
+	if len(warn) != len(tt.warnings) {
+		t.Errorf("warnings %q, want %d matching %q", warn, len(tt.warnings), tt.warnings)
+	} else {
+		for i := range warn {
+			if !strings.Contains(warn[i], tt.warnings[i]) {
+				t.Errorf("warning %d = %q, want it to contain %q", i, warn[i], tt.warnings[i])
+			}
+		}
+	}
+	// Whatever the input, the model must build.
+	if _, err := routes.Build(got, "n1"); err != nil {
+		t.Errorf("routes.Build: %v", err)
+	}
+	// Deterministic.
+	again, _ := Translate(tt.in, DefaultTunnelPort)
+	if !reflect.DeepEqual(got, again) {
+		t.Errorf("not deterministic")
+	}
+}
+
+// translateNodeCases are the cases about nodes: tunnel address and pod CIDRs.
+func translateNodeCases() []translateCase {
+	return []translateCase{
 		{
 			name: "empty",
 			want: routes.Model{},
@@ -126,6 +166,13 @@ func TestTranslate(t *testing.T) {
 			}},
 			warnings: []string{"node n2: pod CIDR 198.19.2.0/24 overlaps 198.19.0.0/16 of node n1"},
 		},
+	}
+}
+
+// translateServiceCases are the cases about which services and ports make
+// the model, and the VIPs and target ports they get.
+func translateServiceCases() []translateCase {
+	return []translateCase{
 		{
 			name: "service with ready endpoints, pod labels, node from slice",
 			in: Objects{
@@ -198,6 +245,13 @@ func TestTranslate(t *testing.T) {
 			}}},
 			warnings: []string{"endpoint 198.19.2.2 serves port \"http\" on 9090, the others on 8080"},
 		},
+	}
+}
+
+// translateEndpointCases are the cases about endpoints: duplicates,
+// conflicts, and EndpointSlices that must not count.
+func translateEndpointCases() []translateCase {
+	return []translateCase{
 		{
 			name: "same address in two slices is one endpoint; node from the pod when the slice has none",
 			in: Objects{
@@ -258,32 +312,6 @@ func TestTranslate(t *testing.T) {
 				{Namespace: "default", Name: "web", VIPs: []netip.Addr{a("198.18.128.10")}, Ports: []routes.ServicePort{{Port: 80, TargetPort: 80}}},
 			}},
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, warn := Translate(tt.in, DefaultTunnelPort)
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("model:\n got %+v\nwant %+v", got, tt.want)
-			}
-			if len(warn) != len(tt.warnings) {
-				t.Errorf("warnings %q, want %d matching %q", warn, len(tt.warnings), tt.warnings)
-			} else {
-				for i := range warn {
-					if !strings.Contains(warn[i], tt.warnings[i]) {
-						t.Errorf("warning %d = %q, want it to contain %q", i, warn[i], tt.warnings[i])
-					}
-				}
-			}
-			// Whatever the input, the model must build.
-			if _, err := routes.Build(got, "n1"); err != nil {
-				t.Errorf("routes.Build: %v", err)
-			}
-			// Deterministic.
-			again, _ := Translate(tt.in, DefaultTunnelPort)
-			if !reflect.DeepEqual(got, again) {
-				t.Errorf("not deterministic")
-			}
-		})
 	}
 }
 

@@ -147,74 +147,100 @@ func dial(l *Lab, ref, addr string, bypass bool) (string, error) {
 	return strings.TrimSpace(line), err
 }
 
+// TestLab brings up one lab of two nodes with two pods each and checks it
+// phase by phase; the phases share the lab because Up takes seconds.
 func TestLab(t *testing.T) {
 	name := testName("lt")
 	l := upLab(t, name, 2, 2)
 	ctx := context.Background()
 	pids := daemonPIDs(l)
 
-	t.Run("nothing in the host netns", func(t *testing.T) {
-		lab := netip.MustParsePrefix("198.18.0.0/15")
-		addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	t.Run("nothing in the host netns", testNothingInHostNetns)
+	t.Run("pods have IPs and are registered", func(t *testing.T) { testPodsRegistered(ctx, t, l) })
+	t.Run("redirect rules present", func(t *testing.T) { testRedirectRules(t, l) })
+	testTCPPaths(t, l)
+	t.Run("status", func(t *testing.T) { testStatus(ctx, t, l, name) })
+	t.Run("exec", func(t *testing.T) { testExec(ctx, t, l, name) })
+	t.Run("metrics and restart", func(t *testing.T) {
+		// The restarted daemon must be gone after down too.
+		pids = append(pids, testMetricsAndRestart(ctx, t, l))
+	})
+
+	dumpLogs(t, l)
+	checkDown(ctx, t, name, pids)
+}
+
+// testNothingInHostNetns checks that the lab left no address, route or
+// bridge of its range in the host's netns: the lab lives in its own.
+func testNothingInHostNetns(t *testing.T) {
+	lab := netip.MustParsePrefix("198.18.0.0/15")
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, _ := netip.AddrFromSlice(a.IP.To4()); lab.Contains(ip) {
+			t.Errorf("host netns has lab address %s", a.IPNet)
+		}
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if ip, _ := netip.AddrFromSlice(r.Dst.IP.To4()); lab.Contains(ip) {
+			t.Errorf("host netns has lab route %s", r.Dst)
+		}
+	}
+	if _, err := netlink.LinkByName(underlayBridge); err == nil {
+		t.Errorf("host netns has the underlay bridge %s", underlayBridge)
+	}
+}
+
+// testPodsRegistered checks that each pod has an IP of its node's pod CIDR
+// and that each daemon has its node's two pods registered.
+func testPodsRegistered(ctx context.Context, t *testing.T, l *Lab) {
+	pods := l.Pods()
+	if len(pods) != 4 {
+		t.Fatalf("pods = %+v", pods)
+	}
+	for _, p := range pods {
+		n, _ := l.Node(int(p.Node[1] - '0'))
+		if !n.PodCIDR.Contains(p.IP) {
+			t.Errorf("pod %s ip %s not in %s", p.Ref, p.IP, n.PodCIDR)
+		}
+	}
+	for _, n := range l.Nodes() {
+		regs, err := cniapi.NewClient(n.Socket).List(ctx)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("list pods of %s: %v", n.Name, err)
 		}
-		for _, a := range addrs {
-			if ip, _ := netip.AddrFromSlice(a.IP.To4()); lab.Contains(ip) {
-				t.Errorf("host netns has lab address %s", a.IPNet)
-			}
+		if len(regs) != 2 {
+			t.Errorf("daemon %s has %d pods, want 2: %+v", n.Name, len(regs), regs)
 		}
-		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			if ip, _ := netip.AddrFromSlice(r.Dst.IP.To4()); lab.Contains(ip) {
-				t.Errorf("host netns has lab route %s", r.Dst)
-			}
-		}
-		if _, err := netlink.LinkByName(underlayBridge); err == nil {
-			t.Errorf("host netns has the underlay bridge %s", underlayBridge)
-		}
-	})
+	}
+}
 
-	t.Run("pods have IPs and are registered", func(t *testing.T) {
-		pods := l.Pods()
-		if len(pods) != 4 {
-			t.Fatalf("pods = %+v", pods)
-		}
-		for _, p := range pods {
-			n, _ := l.Node(int(p.Node[1] - '0'))
-			if !n.PodCIDR.Contains(p.IP) {
-				t.Errorf("pod %s ip %s not in %s", p.Ref, p.IP, n.PodCIDR)
-			}
-		}
-		for _, n := range l.Nodes() {
-			regs, err := cniapi.NewClient(n.Socket).List(ctx)
-			if err != nil {
-				t.Fatalf("list pods of %s: %v", n.Name, err)
-			}
-			if len(regs) != 2 {
-				t.Errorf("daemon %s has %d pods, want 2: %+v", n.Name, len(regs), regs)
-			}
-		}
-	})
+// testRedirectRules checks that a pod's netns redirects to the daemon's
+// outbound (15001) and inbound (15006) ports.
+func testRedirectRules(t *testing.T, l *Lab) {
+	var out bytes.Buffer
+	cmd := exec.Command("sh", "-c", "nft list ruleset 2>/dev/null; iptables-save 2>/dev/null")
+	cmd.Stdout = &out
+	if err := l.Run("n2/p2", cmd); err != nil {
+		t.Fatalf("list rules: %v", err)
+	}
+	if !strings.Contains(out.String(), "15001") || !strings.Contains(out.String(), "15006") {
+		t.Errorf("no redirect to 15001/15006 in pod n2/p2:\n%s", out.String())
+	}
+}
 
-	t.Run("redirect rules present", func(t *testing.T) {
-		var out bytes.Buffer
-		cmd := exec.Command("sh", "-c", "nft list ruleset 2>/dev/null; iptables-save 2>/dev/null")
-		cmd.Stdout = &out
-		if err := l.Run("n2/p2", cmd); err != nil {
-			t.Fatalf("list rules: %v", err)
-		}
-		if !strings.Contains(out.String(), "15001") || !strings.Contains(out.String(), "15006") {
-			t.Errorf("no redirect to 15001/15006 in pod n2/p2:\n%s", out.String())
-		}
-	})
-
+// testTCPPaths connects pod to pod, routed (bypassing the mesh) and
+// through the daemons, one subtest per path.
+func testTCPPaths(t *testing.T, l *Lab) {
 	serve(t, l, "n1/p2", 9090)
 	serve(t, l, "n2/p2", 9090)
 	for _, tc := range []struct {
@@ -242,57 +268,66 @@ func TestLab(t *testing.T) {
 			}
 		})
 	}
+}
 
-	t.Run("status", func(t *testing.T) {
-		var out, errOut bytes.Buffer
-		if err := Main(ctx, []string{"status", "--name", name}, &out, &errOut); err != nil {
-			t.Fatalf("status: %v\n%s%s", err, out.String(), errOut.String())
+// testStatus checks that `status` lists every pod and both daemons ready.
+func testStatus(ctx context.Context, t *testing.T, l *Lab, name string) {
+	var out, errOut bytes.Buffer
+	if err := Main(ctx, []string{"status", "--name", name}, &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	for _, p := range l.Pods() {
+		if !strings.Contains(out.String(), p.Ref) || !strings.Contains(out.String(), p.IP.String()) {
+			t.Errorf("status lacks %s %s:\n%s", p.Ref, p.IP, out.String())
 		}
-		for _, p := range l.Pods() {
-			if !strings.Contains(out.String(), p.Ref) || !strings.Contains(out.String(), p.IP.String()) {
-				t.Errorf("status lacks %s %s:\n%s", p.Ref, p.IP, out.String())
-			}
-		}
-		if strings.Count(out.String(), " ready") != 2 {
-			t.Errorf("status should show 2 ready daemons:\n%s", out.String())
-		}
-	})
+	}
+	if strings.Count(out.String(), " ready") != 2 {
+		t.Errorf("status should show 2 ready daemons:\n%s", out.String())
+	}
+}
 
-	t.Run("exec", func(t *testing.T) {
-		var out, errOut bytes.Buffer
-		err := Main(ctx, []string{"exec", "--name", name, "n1/p2", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"}, &out, &errOut)
-		p, _ := l.Pod("n1/p2")
-		if err != nil || !strings.Contains(out.String(), p.IP.String()+"/24") {
-			t.Errorf("exec ip addr: %v, out %q, err %q", err, out.String(), errOut.String())
-		}
-		var ee *ExitError
-		err = Main(ctx, []string{"exec", "--name", name, "n1/p2", "--", "sh", "-c", "exit 3"}, &out, &errOut)
-		if !errors.As(err, &ee) || ee.Code != 3 {
-			t.Errorf("exec exit 3: %v", err)
-		}
-	})
+// testExec checks that `exec` runs in the pod's netns and passes the
+// command's exit code on.
+func testExec(ctx context.Context, t *testing.T, l *Lab, name string) {
+	var out, errOut bytes.Buffer
+	err := Main(ctx, []string{"exec", "--name", name, "n1/p2", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"}, &out, &errOut)
+	p, _ := l.Pod("n1/p2")
+	if err != nil || !strings.Contains(out.String(), p.IP.String()+"/24") {
+		t.Errorf("exec ip addr: %v, out %q, err %q", err, out.String(), errOut.String())
+	}
+	var ee *ExitError
+	err = Main(ctx, []string{"exec", "--name", name, "n1/p2", "--", "sh", "-c", "exit 3"}, &out, &errOut)
+	if !errors.As(err, &ee) || ee.Code != 3 {
+		t.Errorf("exec exit 3: %v", err)
+	}
+}
 
-	t.Run("metrics and restart", func(t *testing.T) {
-		n1, _ := l.Node(1)
-		m, err := n1.Metrics(ctx)
-		if err != nil || !strings.Contains(m, "meshless_pods") {
-			t.Fatalf("metrics: %v\n%.500s", err, m)
-		}
-		if err := l.RestartDaemon(ctx, "n1"); err != nil {
-			t.Fatalf("restart: %v", err)
-		}
-		after, _ := l.Node(1)
-		if after.PID == n1.PID || pidAlive(n1.PID) {
-			t.Errorf("pid %d -> %d; old alive %v", n1.PID, after.PID, pidAlive(n1.PID))
-		}
-		pids = append(pids, after.PID)
-		regs, err := cniapi.NewClient(after.Socket).List(ctx)
-		if err != nil || len(regs) != 2 {
-			t.Errorf("restarted daemon's pods: %d, %v", len(regs), err)
-		}
-	})
+// testMetricsAndRestart reads n1's metrics, restarts its daemon and checks
+// that a new process took over with the pods; it returns the new PID.
+func testMetricsAndRestart(ctx context.Context, t *testing.T, l *Lab) int {
+	n1, _ := l.Node(1)
+	m, err := n1.Metrics(ctx)
+	if err != nil || !strings.Contains(m, "meshless_pods") {
+		t.Fatalf("metrics: %v\n%.500s", err, m)
+	}
+	if err := l.RestartDaemon(ctx, "n1"); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	after, _ := l.Node(1)
+	if after.PID == n1.PID || pidAlive(n1.PID) {
+		t.Errorf("pid %d -> %d; old alive %v", n1.PID, after.PID, pidAlive(n1.PID))
+	}
+	regs, err := cniapi.NewClient(after.Socket).List(ctx)
+	if err != nil || len(regs) != 2 {
+		t.Errorf("restarted daemon's pods: %d, %v", len(regs), err)
+	}
+	return after.PID
+}
 
-	dumpLogs(t, l)
+// checkDown runs `down`, checks that nothing of the lab is left (pids
+// included), and that a second `down` is a no-op.
+func checkDown(ctx context.Context, t *testing.T, name string, pids []int) {
+	t.Helper()
 	var out bytes.Buffer
 	if err := Main(ctx, []string{"down", "--name", name}, &out, &out); err != nil {
 		t.Fatalf("down: %v\n%s", err, out.String())

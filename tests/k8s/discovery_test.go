@@ -212,49 +212,91 @@ func TestKubernetes(t *testing.T) {
 	t.Run("node", func(t *testing.T) { testNode(ctx, t, c) })
 }
 
-func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
-	const ns = "default"
-	ips := func(s ...string) []string { sort.Strings(s); return append([]string{}, s...) }
-	svcEndpoints := func(want ...string) func(routes.Model) bool {
-		sort.Strings(want)
-		return func(m routes.Model) bool {
-			s, ok := findService(m, ns, "web")
-			return ok && slices.Equal(endpointSet(s), want)
-		}
+// discoveryNS is the namespace of testDiscovery's Service "web" and pods.
+const discoveryNS = "default"
+
+// sortedIPs returns the addresses sorted, non-nil even when empty.
+func sortedIPs(s ...string) []string { sort.Strings(s); return append([]string{}, s...) }
+
+// webEndpoints is true of a model whose Service "web" has exactly the
+// endpoints want ("ip@node").
+func webEndpoints(want ...string) func(routes.Model) bool {
+	sort.Strings(want)
+	return func(m routes.Model) bool {
+		s, ok := findService(m, discoveryNS, "web")
+		return ok && slices.Equal(endpointSet(s), want)
 	}
-	var lat latencies
+}
+
+// discovery is what testDiscovery's phases share: the source under test,
+// the models it delivered, the test's own EndpointSlice watch, and the
+// latencies measured so far.
+type discovery struct {
+	ctx    context.Context
+	c      *Cluster
+	src    *kube.Source
+	rec    *models
+	sw     *sliceWatch
+	lat    latencies
+	vip    netip.Addr        // Service web's cluster IP
+	labels map[string]string // the web pods' labels
+}
+
+// testDiscovery runs the discovery source, as meshlessd runs it, against
+// the cluster and follows nodes, a Service and its pods through changes
+// and an apiserver restart. The phases run in order on the same objects,
+// and a failed phase ends the test, as later ones build on its state.
+func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
+	d := &discovery{ctx: ctx, c: c, labels: map[string]string{"app": "web", "version": "v1"}}
 	defer func() {
-		t.Logf("endpoint propagation (debounce 50 ms):\n%s", strings.Join(lat.rows, "\n"))
+		t.Logf("endpoint propagation (debounce 50 ms):\n%s", strings.Join(d.lat.rows, "\n"))
 	}()
 
 	for i := 1; i <= 3; i++ {
 		c.CreateNode(ctx, fmt.Sprintf("n%d", i), fmt.Sprintf("198.18.0.%d", i), fmt.Sprintf("198.19.%d.0/24", i))
 	}
-	sw := watchSlices(ctx, t, c, ns)
+	d.sw = watchSlices(ctx, t, c, discoveryNS)
+	stop := d.startSource(t)
+	defer stop()
 
-	// The source, as meshlessd runs it.
-	rec := &models{}
+	d.checkNodes(t)
+	d.createService(t)
+	d.podSteps(t)
+	d.removalSteps(t)
+	d.apiserverOutage(t)
+	d.checkTable(t)
+}
+
+// startSource starts the source as meshlessd runs it; the returned stop
+// ends it and checks that Run returned no error.
+func (d *discovery) startSource(t *testing.T) (stop func()) {
+	d.rec = &models{}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	src, err := kube.NewWithOptions(c.Config, rec.on, log, kube.Options{})
+	src, err := kube.NewWithOptions(d.c.Config, d.rec.on, log, kube.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srcCtx, stopSrc := context.WithCancel(ctx)
+	d.src = src
+	srcCtx, stopSrc := context.WithCancel(d.ctx)
 	srcDone := make(chan error, 1)
 	go func() { srcDone <- src.Run(srcCtx) }()
-	defer func() {
+	return func() {
 		stopSrc()
 		if err := <-srcDone; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	}()
+	}
+}
+
+// checkNodes waits for the first model and checks its three nodes.
+func (d *discovery) checkNodes(t *testing.T) {
 	t0 := time.Now()
-	rec.waitModel(t, "nodes", 30*time.Second, func(m routes.Model) bool { return len(m.Nodes) == 3 })
-	if !src.HasSynced() {
+	d.rec.waitModel(t, "nodes", 30*time.Second, func(m routes.Model) bool { return len(m.Nodes) == 3 })
+	if !d.src.HasSynced() {
 		t.Fatal("model delivered but HasSynced false")
 	}
 	t.Logf("source synced in %v", time.Since(t0).Round(time.Millisecond))
-	m, _ := rec.last()
+	m, _ := d.rec.last()
 	for i, n := range m.Nodes {
 		want := routes.Node{Name: fmt.Sprintf("n%d", i+1), Tunnel: netip.MustParseAddrPort(fmt.Sprintf("198.18.0.%d:15008", i+1)),
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", i+1))}}
@@ -262,9 +304,13 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 			t.Errorf("node %d = %+v, want %+v", i, n, want)
 		}
 	}
+}
 
-	// A Service with a named targetPort: the EndpointSlices resolve it.
-	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+// createService creates Service web, with a named targetPort that the
+// EndpointSlices resolve, and waits for its VIP in the model.
+func (d *discovery) createService(t *testing.T) {
+	ns := discoveryNS
+	svc, err := d.c.Client.CoreV1().Services(ns).Create(d.ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": "web"},
@@ -278,44 +324,65 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 	if !netip.MustParsePrefix(serviceCIDR).Contains(vip) {
 		t.Fatalf("cluster IP %s outside %s", vip, serviceCIDR)
 	}
-	at := rec.waitModel(t, "service VIP", 10*time.Second, func(m routes.Model) bool {
+	d.vip = vip
+	at := d.rec.waitModel(t, "service VIP", 10*time.Second, func(m routes.Model) bool {
 		s, ok := findService(m, ns, "web")
 		return ok && slices.Equal(s.VIPs, []netip.Addr{vip})
 	})
 	t.Logf("service %s/web VIP %s in the model after %v", ns, vip, at.Sub(svc.CreationTimestamp.Time).Round(time.Millisecond))
+}
 
-	// step runs action and waits for the model and the slice it should give.
-	step := func(name string, sliceIPs []string, want func(routes.Model) bool, action func()) {
-		t.Helper()
-		start := time.Now()
-		action()
-		at := rec.waitModel(t, name, 10*time.Second, want)
-		var sliceAt time.Time
-		if sliceIPs != nil {
-			// The model may (rarely) come before our own watch sees the
-			// slice; give the watch a moment.
-			for i := 0; i < 100; i++ {
-				var ok bool
-				if sliceAt, ok = sw.firstReady("web", start, sliceIPs); ok {
-					break
-				}
-				time.Sleep(10 * time.Millisecond) // polling interval
+// step runs action and waits for the model it should give (want) and, if
+// sliceIPs is not nil, for the EndpointSlice with those ready addresses,
+// and records the latencies.
+func (d *discovery) step(t *testing.T, name string, sliceIPs []string, want func(routes.Model) bool, action func()) {
+	t.Helper()
+	start := time.Now()
+	action()
+	at := d.rec.waitModel(t, name, 10*time.Second, want)
+	var sliceAt time.Time
+	if sliceIPs != nil {
+		// The model may (rarely) come before our own watch sees the
+		// slice; give the watch a moment.
+		for i := 0; i < 100; i++ {
+			var ok bool
+			if sliceAt, ok = d.sw.firstReady("web", start, sliceIPs); ok {
+				break
 			}
+			time.Sleep(10 * time.Millisecond) // polling interval
 		}
-		lat.add(t, name, start, sliceAt, at)
 	}
+	d.lat.add(t, name, start, sliceAt, at)
+}
 
-	labels := map[string]string{"app": "web", "version": "v1"}
-	step("add 2 pods (n1, n2)", ips("198.19.1.10", "198.19.2.10"), svcEndpoints("198.19.1.10@n1", "198.19.2.10@n2"), func() {
+// createPod creates pod name of Service web on node and reports it running
+// at ip, ready.
+func (d *discovery) createPod(t *testing.T, name, node, ip string) {
+	t.Helper()
+	if _, err := d.c.Client.CoreV1().Pods(discoveryNS).Create(d.ctx, testPod(name, node, d.labels), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d.c.SetPodStatus(d.ctx, discoveryNS, name, ip, true)
+}
+
+// deletePod deletes pod name at once.
+func (d *discovery) deletePod(t *testing.T, name string) {
+	t.Helper()
+	if err := d.c.Client.CoreV1().Pods(discoveryNS).Delete(d.ctx, name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// podSteps adds web's pods, turns one not ready and back, and relabels
+// one: the endpoints, their target port and labels follow.
+func (d *discovery) podSteps(t *testing.T) {
+	ctx, c, ns := d.ctx, d.c, discoveryNS
+	d.step(t, "add 2 pods (n1, n2)", sortedIPs("198.19.1.10", "198.19.2.10"), webEndpoints("198.19.1.10@n1", "198.19.2.10@n2"), func() {
 		for i, node := range []string{"n1", "n2"} {
-			name := fmt.Sprintf("web-%d", i+1)
-			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, testPod(name, node, labels), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			c.SetPodStatus(ctx, ns, name, fmt.Sprintf("198.19.%d.10", i+1), true)
+			d.createPod(t, fmt.Sprintf("web-%d", i+1), node, fmt.Sprintf("198.19.%d.10", i+1))
 		}
 	})
-	m, _ = rec.last()
+	m, _ := d.rec.last()
 	s, _ := findService(m, ns, "web")
 	if want := []routes.ServicePort{{Name: "http", Port: 80, TargetPort: 8080}}; !slices.Equal(s.Ports, want) {
 		t.Errorf("ports %+v, want %+v (targetPort resolved from the slice)", s.Ports, want)
@@ -326,24 +393,21 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 		}
 	}
 
-	step("add a 3rd pod (n3)", ips("198.19.1.10", "198.19.2.10", "198.19.3.10"),
-		svcEndpoints("198.19.1.10@n1", "198.19.2.10@n2", "198.19.3.10@n3"), func() {
-			if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, testPod("web-3", "n3", labels), metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			c.SetPodStatus(ctx, ns, "web-3", "198.19.3.10", true)
+	d.step(t, "add a 3rd pod (n3)", sortedIPs("198.19.1.10", "198.19.2.10", "198.19.3.10"),
+		webEndpoints("198.19.1.10@n1", "198.19.2.10@n2", "198.19.3.10@n3"), func() {
+			d.createPod(t, "web-3", "n3", "198.19.3.10")
 		})
 
-	step("pod web-2 not ready", ips("198.19.1.10", "198.19.3.10"), svcEndpoints("198.19.1.10@n1", "198.19.3.10@n3"), func() {
+	d.step(t, "pod web-2 not ready", sortedIPs("198.19.1.10", "198.19.3.10"), webEndpoints("198.19.1.10@n1", "198.19.3.10@n3"), func() {
 		c.SetPodStatus(ctx, ns, "web-2", "198.19.2.10", false)
 	})
 
-	step("pod web-2 ready again", ips("198.19.1.10", "198.19.2.10", "198.19.3.10"),
-		svcEndpoints("198.19.1.10@n1", "198.19.2.10@n2", "198.19.3.10@n3"), func() {
+	d.step(t, "pod web-2 ready again", sortedIPs("198.19.1.10", "198.19.2.10", "198.19.3.10"),
+		webEndpoints("198.19.1.10@n1", "198.19.2.10@n2", "198.19.3.10@n3"), func() {
 			c.SetPodStatus(ctx, ns, "web-2", "198.19.2.10", true)
 		})
 
-	step("pod labels changed", nil, func(m routes.Model) bool {
+	d.step(t, "pod labels changed", nil, func(m routes.Model) bool {
 		s, ok := findService(m, ns, "web")
 		return ok && slices.ContainsFunc(s.Endpoints, func(e routes.Endpoint) bool { return e.Labels["version"] == "v2" })
 	}, func() {
@@ -352,105 +416,113 @@ func testDiscovery(ctx context.Context, t *testing.T, c *Cluster) {
 			t.Fatal(err)
 		}
 	})
+}
 
-	step("delete pod web-3", ips("198.19.1.10", "198.19.2.10"), svcEndpoints("198.19.1.10@n1", "198.19.2.10@n2"), func() {
-		if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "web-3", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
-			t.Fatal(err)
-		}
+// removalSteps deletes web's pods down to zero, which keeps the Service's
+// VIP and port, and changes a node's address.
+func (d *discovery) removalSteps(t *testing.T) {
+	d.step(t, "delete pod web-3", sortedIPs("198.19.1.10", "198.19.2.10"), webEndpoints("198.19.1.10@n1", "198.19.2.10@n2"), func() {
+		d.deletePod(t, "web-3")
 	})
 
-	step("scale to zero", ips(), svcEndpoints(), func() {
+	d.step(t, "scale to zero", sortedIPs(), webEndpoints(), func() {
 		for _, p := range []string{"web-1", "web-2"} {
-			if err := c.Client.CoreV1().Pods(ns).Delete(ctx, p, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
-				t.Fatal(err)
-			}
+			d.deletePod(t, p)
 		}
 	})
-	m, _ = rec.last()
-	s, ok := findService(m, ns, "web")
-	if !ok || !slices.Equal(s.VIPs, []netip.Addr{vip}) || len(s.Ports) != 1 {
-		t.Errorf("scaled to zero: service %+v, want VIP %s and its port kept", s, vip)
+	m, _ := d.rec.last()
+	s, ok := findService(m, discoveryNS, "web")
+	if !ok || !slices.Equal(s.VIPs, []netip.Addr{d.vip}) || len(s.Ports) != 1 {
+		t.Errorf("scaled to zero: service %+v, want VIP %s and its port kept", s, d.vip)
 	}
 
-	step("node n2 address change", nil, func(m routes.Model) bool {
+	d.step(t, "node n2 address change", nil, func(m routes.Model) bool {
 		return slices.ContainsFunc(m.Nodes, func(n routes.Node) bool {
 			return n.Name == "n2" && n.Tunnel == netip.MustParseAddrPort("198.18.0.22:15008")
 		})
 	}, func() {
-		c.PatchStatus(ctx, "nodes", "", "n2", map[string]any{
+		d.c.PatchStatus(d.ctx, "nodes", "", "n2", map[string]any{
 			"addresses": []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "198.18.0.22"}, {Type: corev1.NodeHostName, Address: "n2"}},
 		})
 	})
+}
 
-	// API server restart: the model stays during the outage and catches up.
-	step("scale up to 1 (web-4 on n1)", ips("198.19.1.14"), svcEndpoints("198.19.1.14@n1"), func() {
-		if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, testPod("web-4", "n1", labels), metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		c.SetPodStatus(ctx, ns, "web-4", "198.19.1.14", true)
+// apiserverOutage kills the API server: the model stays during the outage
+// and catches up after the restart.
+func (d *discovery) apiserverOutage(t *testing.T) {
+	d.step(t, "scale up to 1 (web-4 on n1)", sortedIPs("198.19.1.14"), webEndpoints("198.19.1.14@n1"), func() {
+		d.createPod(t, "web-4", "n1", "198.19.1.14")
 	})
-	before, n0 := rec.last()
+	before, n0 := d.rec.last()
 	killAt := time.Now()
-	c.StopAPIServer()
+	d.c.StopAPIServer()
 	t.Logf("kube-apiserver killed")
-	// During the outage: no model is delivered (the last one stays) and
-	// LastError says why.
+	d.checkOutage(t, killAt)
+	d.c.StartAPIServer()
+	outage := time.Since(killAt)
+	for _, x := range d.rec.since(n0) {
+		s, ok := findService(x.v, discoveryNS, "web")
+		if !ok || !slices.Equal(endpointSet(s), []string{"198.19.1.14@n1"}) || len(x.v.Nodes) != 3 {
+			t.Errorf("model delivered %v after the kill lost state:\n%s\nbefore:\n%s", x.at.Sub(killAt), dump(x.v), dump(before))
+		}
+	}
+	d.checkCatchUp(t, outage)
+}
+
+// checkOutage checks the source during the outage: no model is delivered
+// (the last one stays) and LastError says why.
+func (d *discovery) checkOutage(t *testing.T, killAt time.Time) {
 	deadline := time.Now().Add(3 * time.Second)
-	for src.LastError() == nil && time.Now().Before(deadline) {
+	for d.src.LastError() == nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // polling interval
 	}
-	if err := src.LastError(); err == nil {
+	if err := d.src.LastError(); err == nil {
 		t.Errorf("LastError nil 3s into the outage")
 	} else {
 		t.Logf("LastError %v after the kill: %v", time.Since(killAt).Round(time.Millisecond), err)
 	}
 	// The outage itself is under test: for two more seconds nothing may be
-	// delivered that loses state (checked below, over every model since
-	// the kill), and the source must still count as synced.
+	// delivered that loses state (checked by apiserverOutage, over every
+	// model since the kill), and the source must still count as synced.
 	time.Sleep(2 * time.Second)
-	if !src.HasSynced() {
+	if !d.src.HasSynced() {
 		t.Errorf("HasSynced false during the outage")
 	}
-	c.StartAPIServer()
-	outage := time.Since(killAt)
-	for _, x := range rec.since(n0) {
-		s, ok := findService(x.v, ns, "web")
-		if !ok || !slices.Equal(endpointSet(s), []string{"198.19.1.14@n1"}) || len(x.v.Nodes) != 3 {
-			t.Errorf("model delivered %v after the kill lost state:\n%s\nbefore:\n%s", x.at.Sub(killAt), dump(x.v), dump(before))
-		}
-	}
-	// Catch-up: a change made after the restart reaches the model. The
-	// informers reconnect with backoff (client-go: 0.8 s doubling, 30 s cap).
+}
+
+// checkCatchUp checks that a change made after the restart reaches the
+// model, and that LastError clears. The informers reconnect with backoff
+// (client-go: 0.8 s doubling, 30 s cap).
+func (d *discovery) checkCatchUp(t *testing.T, outage time.Duration) {
 	restartAt := time.Now()
-	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, testPod("web-5", "n3", labels), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	c.SetPodStatus(ctx, ns, "web-5", "198.19.3.15", true)
-	at = rec.waitModel(t, "catch-up after the apiserver restart", 60*time.Second, svcEndpoints("198.19.1.14@n1", "198.19.3.15@n3"))
+	d.createPod(t, "web-5", "n3", "198.19.3.15")
+	at := d.rec.waitModel(t, "catch-up after the apiserver restart", 60*time.Second, webEndpoints("198.19.1.14@n1", "198.19.3.15@n3"))
 	row := fmt.Sprintf("%-34s outage %v; change after restart -> model %6.0f ms", "apiserver restart", outage.Round(time.Millisecond), ms(at.Sub(restartAt)))
-	lat.rows = append(lat.rows, row)
+	d.lat.rows = append(d.lat.rows, row)
 	t.Log(row)
-	deadline = time.Now().Add(15 * time.Second)
-	for src.LastError() != nil && time.Now().Before(deadline) {
+	deadline := time.Now().Add(15 * time.Second)
+	for d.src.LastError() != nil && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond) // polling interval
 	}
-	if err := src.LastError(); err != nil {
+	if err := d.src.LastError(); err != nil {
 		t.Errorf("LastError still %v after the restart", err)
 	}
-	st := src.Status()
+	st := d.src.Status()
 	t.Logf("source status: synced=%v updates=%d nodes=%d services=%d endpoints=%d warnings=%v",
 		st.Synced, st.Updates, st.Nodes, st.Services, st.Endpoints, st.Warnings)
+}
 
-	// The model always builds a routing table, with the VIP routed to the
-	// endpoints and the target port.
-	m, _ = rec.last()
+// checkTable checks that the last model builds a routing table, with the
+// VIP routed to the endpoints and the target port.
+func (d *discovery) checkTable(t *testing.T) {
+	m, _ := d.rec.last()
 	tbl := routes.NewTable("n1")
 	if err := tbl.Update(m); err != nil {
 		t.Fatalf("table update: %v", err)
 	}
-	r := tbl.Lookup(netip.AddrPortFrom(vip, 80))
+	r := tbl.Lookup(netip.AddrPortFrom(d.vip, 80))
 	if r.Kind != routes.KindService || len(r.Candidates) != 2 {
-		t.Fatalf("lookup %s:80 = %+v", vip, r)
+		t.Fatalf("lookup %s:80 = %+v", d.vip, r)
 	}
 	for _, cnd := range r.Candidates {
 		if cnd.Addr.Port() != 8080 {

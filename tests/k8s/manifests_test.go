@@ -19,7 +19,7 @@ import (
 // server-side dry-run with kubectl (the apiserver's validation and
 // admission, e.g. the DaemonSet's capabilities and the priority class),
 // then a real apply, and that the ClusterRole is enough for discovery and
-// no more.
+// no more. The phases build on each other, so a failed one ends the test.
 func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 	root, err := repoRoot()
 	if err != nil {
@@ -28,28 +28,41 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 	dir := filepath.Join(root, "install", "kubernetes")
 	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml")}
 
+	dryRunManifests(t, c, manifests)
+	saKubeconfig := applyManifest(ctx, t, c, manifests[0])
+	checkServiceAccountRights(t, c, saKubeconfig)
+	discoverAsServiceAccount(ctx, t, saKubeconfig)
+	waitDaemonSetPods(ctx, t, c)
+}
+
+// mustKubectl runs kubectl and fails t if it fails.
+func mustKubectl(t *testing.T, c *Cluster, args ...string) string {
+	t.Helper()
+	out, err := c.Kubectl(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// dryRunManifests applies each manifest with --dry-run=server.
+func dryRunManifests(t *testing.T, c *Cluster, manifests []string) {
 	// Namespaced objects of a dry-run cannot land in a namespace that the
 	// same dry-run only pretends to create: create the namespace first.
-	kubectl := func(args ...string) string {
-		t.Helper()
-		out, err := c.Kubectl(args...)
-		if err != nil {
-			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
-	kubectl("create", "namespace", "meshless-system", "--save-config")
+	mustKubectl(t, c, "create", "namespace", "meshless-system", "--save-config")
 	for _, f := range manifests {
-		out := kubectl("apply", "--dry-run=server", "-f", f)
+		out := mustKubectl(t, c, "apply", "--dry-run=server", "-f", f)
 		t.Logf("kubectl apply --dry-run=server -f %s:\n%s", filepath.Base(f), strings.TrimSpace(out))
 		if !strings.Contains(out, "(server dry run)") {
 			t.Errorf("no server dry run in the output")
 		}
 	}
+}
 
-	// For real: the objects exist and the ServiceAccount's token can run
-	// the discovery source with the ClusterRole's rights.
-	out := kubectl("apply", "-f", manifests[0])
+// applyManifest applies manifest for real and returns a kubeconfig with a
+// token of its meshless ServiceAccount.
+func applyManifest(ctx context.Context, t *testing.T, c *Cluster, manifest string) (saKubeconfig string) {
+	out := mustKubectl(t, c, "apply", "-f", manifest)
 	t.Logf("kubectl apply:\n%s", strings.TrimSpace(out))
 	if !strings.Contains(out, "daemonset.apps/meshless created") {
 		t.Errorf("DaemonSet not created")
@@ -59,10 +72,16 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 	if err != nil {
 		t.Fatalf("token for the meshless ServiceAccount: %v", err)
 	}
-	saKubeconfig := filepath.Join(t.TempDir(), "meshless.kubeconfig")
+	saKubeconfig = filepath.Join(t.TempDir(), "meshless.kubeconfig")
 	if err := os.WriteFile(saKubeconfig, []byte(c.KubeconfigFor(tr.Status.Token)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return saKubeconfig
+}
+
+// checkServiceAccountRights checks with `kubectl auth can-i` that the
+// ServiceAccount may read what discovery watches and nothing else.
+func checkServiceAccountRights(t *testing.T, c *Cluster, saKubeconfig string) {
 	canI := func(verb, resource string, want bool) {
 		t.Helper()
 		args := []string{"--kubeconfig=" + saKubeconfig, "auth", "can-i", verb, resource, "--all-namespaces"}
@@ -88,8 +107,12 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 	}
 	canI("create", "pods/exec", false)
 	canI("create", "serviceaccounts/token", false)
+}
 
-	// The discovery source with exactly that ServiceAccount.
+// discoverAsServiceAccount runs the discovery source with exactly the
+// ServiceAccount's rights: it must see testDiscovery's nodes and Service
+// web without an error.
+func discoverAsServiceAccount(ctx context.Context, t *testing.T, saKubeconfig string) {
 	cfg, err := kube.RESTConfig(saKubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -110,9 +133,11 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 	if err := src.LastError(); err != nil {
 		t.Errorf("LastError as the meshless ServiceAccount: %v", err)
 	}
+}
 
-	// The DaemonSet controller accepts the template: one pod per node (no
-	// kubelets here, so they stay Pending).
+// waitDaemonSetPods waits for the DaemonSet controller to accept the
+// template: one pod per node (no kubelets here, so they stay Pending).
+func waitDaemonSetPods(ctx context.Context, t *testing.T, c *Cluster) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ds, err := c.Client.AppsV1().DaemonSets("meshless-system").Get(ctx, "meshless", metav1.GetOptions{})

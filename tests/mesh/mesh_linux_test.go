@@ -18,217 +18,276 @@ import (
 	"github.com/meshless/meshless/internal/testenv"
 )
 
+// meshSuite is the lab TestMesh runs on: the client pod every subtest
+// connects from, and the apps whose counters the subtests read.
+type meshSuite struct {
+	l      *lab.Lab
+	client string // the client pod, on n1
+	cip    string // its IP, as the apps see the peer
+	// The apps on n1/p2 and n2/p1..p3 (n1/p1's is only dialled).
+	app12, app21, app22, app23 *app
+}
+
 // TestMesh runs the suite on one lab: the subtests run in order and each
 // measures the metrics it changes.
 func TestMesh(t *testing.T) {
+	s := newMeshSuite(t)
+	t.Run("same node", s.testSameNode)
+	t.Run("cross node", s.testCrossNode)
+	t.Run("service VIP", s.testServiceVIP)
+	t.Run("passthrough", s.testPassthrough)
+	t.Run("half-close", s.testHalfClose)
+	t.Run("uds", s.testUDS)
+	t.Run("race", s.testRace)
+	t.Run("100MB", s.test100MB)
+	t.Run("malformed tunnel headers", s.testMalformedTunnelHeaders)
+	t.Run("daemon restart", s.testDaemonRestart)
+}
+
+// newMeshSuite brings the lab up with an app on every pod but the client.
+func newMeshSuite(t *testing.T) *meshSuite {
 	l := upLab(t)
-	client := "n1/p3"
-	cip := harness.LabPod(t, l, client).IP.String()
+	s := &meshSuite{l: l, client: "n1/p3"}
+	s.cip = harness.LabPod(t, l, s.client).IP.String()
 
 	listenPod(t, l, "n1/p1", appPort)
-	app21 := listenPod(t, l, "n2/p1", appPort)
-	app22 := listenPod(t, l, "n2/p2", appPort)
-	app23 := listenPod(t, l, "n2/p3", appPort)
-	app12 := listenPod(t, l, "n1/p2", appPort)
+	s.app21 = listenPod(t, l, "n2/p1", appPort)
+	s.app22 = listenPod(t, l, "n2/p2", appPort)
+	s.app23 = listenPod(t, l, "n2/p3", appPort)
+	s.app12 = listenPod(t, l, "n1/p2", appPort)
+	return s
+}
 
-	// outbound metric deltas on n1 around fn.
-	delta := func(fn func()) map[string]float64 {
-		paths := []string{"local", "uds", "remote", "passthrough"}
-		before := map[string]float64{}
-		for _, p := range paths {
-			before[p] = metric(t, l, 1, conns("outbound", p))
-		}
-		fn()
-		d := map[string]float64{}
-		for _, p := range paths {
-			d[p] = metric(t, l, 1, conns("outbound", p)) - before[p]
-		}
-		return d
-	}
-	expectPath := func(t *testing.T, d map[string]float64, path string) {
-		t.Helper()
-		for p, v := range d {
-			want := 0.0
-			if p == path {
-				want = 1
-			}
-			if v != want {
-				t.Errorf("outbound %s connections +%v, want +%v (all: %v)", p, v, want, d)
-			}
-		}
-	}
+// podAddr is the app's address in pod ref.
+func (s *meshSuite) podAddr(t *testing.T, ref string) string {
+	t.Helper()
+	return addr(harness.LabPod(t, s.l, ref).IP, appPort)
+}
 
-	t.Run("same node", func(t *testing.T) {
-		d := delta(func() { check(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), cip, 1000) })
-		expectPath(t, d, "local")
-	})
-	t.Run("cross node", func(t *testing.T) {
-		in := metric(t, l, 2, conns("inbound", "remote"))
-		d := delta(func() { check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000) })
-		expectPath(t, d, "remote")
-		if got := metric(t, l, 2, conns("inbound", "remote")) - in; got != 1 {
-			t.Errorf("n2 inbound remote +%v, want +1", got)
+// delta returns the outbound metric deltas on n1 around fn.
+func (s *meshSuite) delta(t *testing.T, fn func()) map[string]float64 {
+	paths := []string{"local", "uds", "remote", "passthrough"}
+	before := map[string]float64{}
+	for _, p := range paths {
+		before[p] = metric(t, s.l, 1, conns("outbound", p))
+	}
+	fn()
+	d := map[string]float64{}
+	for _, p := range paths {
+		d[p] = metric(t, s.l, 1, conns("outbound", p)) - before[p]
+	}
+	return d
+}
+
+// expectPath checks that the deltas d count one connection on path and
+// none on the others.
+func expectPath(t *testing.T, d map[string]float64, path string) {
+	t.Helper()
+	for p, v := range d {
+		want := 0.0
+		if p == path {
+			want = 1
 		}
-	})
-	t.Run("service VIP", func(t *testing.T) {
-		d := delta(func() { check(t, l, client, fmt.Sprintf("%s:%d", lab.ServiceVIP, lab.ServicePort), cip, 1000) })
-		if d["local"]+d["remote"] != 1 || d["uds"]+d["passthrough"] != 0 {
-			t.Errorf("service connection counted %v, want one local or remote", d)
+		if v != want {
+			t.Errorf("outbound %s connections +%v, want +%v (all: %v)", p, v, want, d)
 		}
-	})
-	t.Run("passthrough", func(t *testing.T) {
-		n2 := node(t, l, 2)
-		var ln net.Listener
-		if err := n2.Do(func() error {
-			var err error
-			ln, err = net.Listen("tcp4", addr(n2.Address, 9000))
-			return err
-		}); err != nil {
+	}
+}
+
+func (s *meshSuite) testSameNode(t *testing.T) {
+	d := s.delta(t, func() { check(t, s.l, s.client, s.podAddr(t, "n1/p1"), s.cip, 1000) })
+	expectPath(t, d, "local")
+}
+
+func (s *meshSuite) testCrossNode(t *testing.T) {
+	in := metric(t, s.l, 2, conns("inbound", "remote"))
+	d := s.delta(t, func() { check(t, s.l, s.client, s.podAddr(t, "n2/p1"), s.cip, 1000) })
+	expectPath(t, d, "remote")
+	if got := metric(t, s.l, 2, conns("inbound", "remote")) - in; got != 1 {
+		t.Errorf("n2 inbound remote +%v, want +1", got)
+	}
+}
+
+func (s *meshSuite) testServiceVIP(t *testing.T) {
+	d := s.delta(t, func() { check(t, s.l, s.client, fmt.Sprintf("%s:%d", lab.ServiceVIP, lab.ServicePort), s.cip, 1000) })
+	if d["local"]+d["remote"] != 1 || d["uds"]+d["passthrough"] != 0 {
+		t.Errorf("service connection counted %v, want one local or remote", d)
+	}
+}
+
+// testPassthrough connects to a listener on n2's own address, outside the
+// mesh: the daemon passes it through.
+func (s *meshSuite) testPassthrough(t *testing.T) {
+	n2 := node(t, s.l, 2)
+	var ln net.Listener
+	if err := n2.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp4", addr(n2.Address, 9000))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	serveApp(t, ln)
+	d := s.delta(t, func() { check(t, s.l, s.client, addr(n2.Address, 9000), s.cip, 1000) })
+	expectPath(t, d, "passthrough")
+}
+
+// testHalfClose: the client shuts its write side and still reads the
+// reply, cross-node and same-node.
+func (s *meshSuite) testHalfClose(t *testing.T) {
+	for _, dst := range []string{"n1/p1", "n2/p1"} {
+		c, err := dialFrom(s.l, s.client, s.podAddr(t, dst))
+		if err != nil {
 			t.Fatal(err)
 		}
-		serveApp(t, ln)
-		d := delta(func() { check(t, l, client, addr(n2.Address, 9000), cip, 1000) })
-		expectPath(t, d, "passthrough")
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "ping")
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: read after shutdown: %v", dst, err)
+		}
+		if want := s.cip + " 4 "; len(b) < len(want) || string(b[:len(want)]) != want {
+			t.Errorf("%s: answer %q after half-close", dst, b)
+		}
+	}
+}
+
+// testUDS connects to the unix-socket services, on n1 and on n2: they
+// reach the pods' unix sockets, not their TCP listeners.
+func (s *meshSuite) testUDS(t *testing.T) {
+	udsLocal := listenUnix(t, s.l, "n1/p2", "uds-local")
+	udsRemote := listenUnix(t, s.l, "n2/p2", "uds-remote")
+	tcp12, tcp22 := s.app12.conns.Load(), s.app22.conns.Load()
+	d := s.delta(t, func() { check(t, s.l, s.client, udsLocalVIP+":80", "unix", 5000) })
+	expectPath(t, d, "uds")
+	in := metric(t, s.l, 2, conns("inbound", "uds"))
+	d = s.delta(t, func() { check(t, s.l, s.client, udsRemoteVIP+":80", "unix", 5000) })
+	expectPath(t, d, "remote")
+	if got := metric(t, s.l, 2, conns("inbound", "uds")) - in; got != 1 {
+		t.Errorf("n2 inbound uds +%v, want +1", got)
+	}
+	if udsLocal.conns.Load() != 1 || udsRemote.conns.Load() != 1 {
+		t.Errorf("unix sockets got %d and %d connections, want 1 each", udsLocal.conns.Load(), udsRemote.conns.Load())
+	}
+	if s.app12.conns.Load() != tcp12 || s.app22.conns.Load() != tcp22 {
+		t.Error("the pods' TCP listeners got connections meant for their unix sockets")
+	}
+}
+
+// testRace connects through the race service while one of its endpoints
+// drops every SYN: each connection must still be quick, won by another
+// endpoint, and its bytes delivered to exactly one.
+func (s *meshSuite) testRace(t *testing.T) {
+	l := s.l
+	// n2/p3 drops every SYN to its app.
+	drop := []string{"INPUT", "-p", "tcp", "--syn", "--dport", strconv.Itoa(appPort), "-j", "DROP"}
+	iptables(t, l, "n2/p3", append([]string{"-I"}, drop...)...)
+	t.Cleanup(func() { iptables(t, l, "n2/p3", append([]string{"-D"}, drop...)...) })
+	lost := metric(t, l, 1, `meshless_race_total{result="lost"}`)
+	won := metric(t, l, 1, `meshless_race_total{result="won"}`)
+	b21, b22 := s.app21.bytes.Load(), s.app22.bytes.Load()
+	const n, size = 30, 10000
+	for i := range n {
+		start := time.Now()
+		check(t, l, s.client, raceVIP+":80", s.cip, size)
+		if d := time.Since(start); d > 700*time.Millisecond {
+			t.Errorf("connection %d took %v", i, d)
+		}
+	}
+	if got := metric(t, l, 1, `meshless_race_total{result="won"}`) - won; got != n {
+		t.Errorf("races won +%v, want +%d", got, n)
+	}
+	// Each race has at least the SYN-dropping endpoint lose; losers are
+	// reported as they are reaped.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
+			return fmt.Errorf("races lost +%v, want at least +%d", got, n)
+		}
+		return nil
 	})
-	t.Run("half-close", func(t *testing.T) {
-		// The client shuts its write side and still reads the reply,
-		// cross-node and same-node.
-		for _, dst := range []string{"n1/p1", "n2/p1"} {
-			c, err := dialFrom(l, client, addr(harness.LabPod(t, l, dst).IP, appPort))
+	if c := s.app23.conns.Load(); c != 0 {
+		t.Errorf("the SYN-dropping endpoint accepted %d connections", c)
+	}
+	// Every byte reached exactly one winner: losers got none.
+	if got := s.app21.bytes.Load() - b21 + s.app22.bytes.Load() - b22; got != n*size {
+		t.Errorf("endpoints received %d bytes, want exactly %d", got, n*size)
+	}
+}
+
+func (s *meshSuite) test100MB(t *testing.T) {
+	const size = 100 << 20
+	check(t, s.l, s.client, s.podAddr(t, "n1/p1"), s.cip, size)
+	check(t, s.l, s.client, s.podAddr(t, "n2/p1"), s.cip, size)
+}
+
+// testMalformedTunnelHeaders sends n2's tunnel port a non-tunnel request
+// and an over-long header: the daemon closes both, counts them, and still
+// serves.
+func (s *meshSuite) testMalformedTunnelHeaders(t *testing.T) {
+	l := s.l
+	n1, n2 := node(t, l, 1), node(t, l, 2)
+	tun := addr(n2.Address, 15008)
+	bad := metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)
+	long := metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)
+	for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x01\x00\xff\xff" + string(make([]byte, 2000)))} {
+		err := n1.Do(func() error {
+			c, err := net.DialTimeout("tcp4", tun, 5*time.Second)
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
+			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, "ping")
-			if err := c.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			b, err := io.ReadAll(c)
-			c.Close()
-			if err != nil {
-				t.Fatalf("%s: read after shutdown: %v", dst, err)
-			}
-			if want := cip + " 4 "; len(b) < len(want) || string(b[:len(want)]) != want {
-				t.Errorf("%s: answer %q after half-close", dst, b)
-			}
-		}
-	})
-	t.Run("uds", func(t *testing.T) {
-		udsLocal := listenUnix(t, l, "n1/p2", "uds-local")
-		udsRemote := listenUnix(t, l, "n2/p2", "uds-remote")
-		tcp12, tcp22 := app12.conns.Load(), app22.conns.Load()
-		d := delta(func() { check(t, l, client, udsLocalVIP+":80", "unix", 5000) })
-		expectPath(t, d, "uds")
-		in := metric(t, l, 2, conns("inbound", "uds"))
-		d = delta(func() { check(t, l, client, udsRemoteVIP+":80", "unix", 5000) })
-		expectPath(t, d, "remote")
-		if got := metric(t, l, 2, conns("inbound", "uds")) - in; got != 1 {
-			t.Errorf("n2 inbound uds +%v, want +1", got)
-		}
-		if udsLocal.conns.Load() != 1 || udsRemote.conns.Load() != 1 {
-			t.Errorf("unix sockets got %d and %d connections, want 1 each", udsLocal.conns.Load(), udsRemote.conns.Load())
-		}
-		if app12.conns.Load() != tcp12 || app22.conns.Load() != tcp22 {
-			t.Error("the pods' TCP listeners got connections meant for their unix sockets")
-		}
-	})
-	t.Run("race", func(t *testing.T) {
-		// n2/p3 drops every SYN to its app.
-		drop := []string{"INPUT", "-p", "tcp", "--syn", "--dport", strconv.Itoa(appPort), "-j", "DROP"}
-		iptables(t, l, "n2/p3", append([]string{"-I"}, drop...)...)
-		t.Cleanup(func() { iptables(t, l, "n2/p3", append([]string{"-D"}, drop...)...) })
-		lost := metric(t, l, 1, `meshless_race_total{result="lost"}`)
-		won := metric(t, l, 1, `meshless_race_total{result="won"}`)
-		b21, b22 := app21.bytes.Load(), app22.bytes.Load()
-		const n, size = 30, 10000
-		for i := range n {
-			start := time.Now()
-			check(t, l, client, raceVIP+":80", cip, size)
-			if d := time.Since(start); d > 700*time.Millisecond {
-				t.Errorf("connection %d took %v", i, d)
-			}
-		}
-		if got := metric(t, l, 1, `meshless_race_total{result="won"}`) - won; got != n {
-			t.Errorf("races won +%v, want +%d", got, n)
-		}
-		// Each race has at least the SYN-dropping endpoint lose; losers are
-		// reported as they are reaped.
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
-				return fmt.Errorf("races lost +%v, want at least +%d", got, n)
+			c.Write(send)
+			_, err = io.ReadAll(c) // the daemon closes it
+			var ne net.Error
+			if err != nil && errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("daemon did not close a bad tunnel: %w", err)
 			}
 			return nil
 		})
-		if c := app23.conns.Load(); c != 0 {
-			t.Errorf("the SYN-dropping endpoint accepted %d connections", c)
-		}
-		// Every byte reached exactly one winner: losers got none.
-		if got := app21.bytes.Load() - b21 + app22.bytes.Load() - b22; got != n*size {
-			t.Errorf("endpoints received %d bytes, want exactly %d", got, n*size)
-		}
-	})
-	t.Run("100MB", func(t *testing.T) {
-		const size = 100 << 20
-		check(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), cip, size)
-		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, size)
-	})
-	t.Run("malformed tunnel headers", func(t *testing.T) {
-		n1, n2 := node(t, l, 1), node(t, l, 2)
-		tun := addr(n2.Address, 15008)
-		bad := metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)
-		long := metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)
-		for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x01\x00\xff\xff" + string(make([]byte, 2000)))} {
-			err := n1.Do(func() error {
-				c, err := net.DialTimeout("tcp4", tun, 5*time.Second)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				c.Write(send)
-				_, err = io.ReadAll(c) // the daemon closes it
-				var ne net.Error
-				if err != nil && errors.As(err, &ne) && ne.Timeout() {
-					return fmt.Errorf("daemon did not close a bad tunnel: %w", err)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
-				metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
-				return errors.New("bad headers not counted")
-			}
-			return nil
-		})
-		// Still up and serving.
-		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000)
-	})
-	t.Run("daemon restart", func(t *testing.T) {
-		if err := l.KillDaemon("n1"); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.RestartDaemon(ctx, "n1"); err != nil {
-			t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
+			metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
+			return errors.New("bad headers not counted")
 		}
-		// The new daemon restored the pods from its state: no CNI ADD.
-		testenv.Eventually(t, 10*time.Second, func() error {
-			_, _, err := exchange(t, l, client, addr(harness.LabPod(t, l, "n1/p1").IP, appPort), 10, 1)
-			return err
-		})
-		check(t, l, client, addr(harness.LabPod(t, l, "n2/p1").IP, appPort), cip, 1000)
-		if v := metric(t, l, 1, conns("outbound", "local")); v < 1 {
-			t.Errorf("new daemon counted %v local connections", v)
-		}
-		if v := metric(t, l, 1, conns("outbound", "remote")); v != 1 {
-			t.Errorf("new daemon counted %v remote connections, want 1", v)
-		}
+		return nil
 	})
+	// Still up and serving.
+	check(t, l, s.client, s.podAddr(t, "n2/p1"), s.cip, 1000)
+}
+
+// testDaemonRestart kills n1's daemon and starts a new one, which must
+// serve the pods it restored from its state and count afresh.
+func (s *meshSuite) testDaemonRestart(t *testing.T) {
+	l := s.l
+	if err := l.KillDaemon("n1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := l.RestartDaemon(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	// The new daemon restored the pods from its state: no CNI ADD.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, _, err := exchange(t, l, s.client, s.podAddr(t, "n1/p1"), 10, 1)
+		return err
+	})
+	check(t, l, s.client, s.podAddr(t, "n2/p1"), s.cip, 1000)
+	if v := metric(t, l, 1, conns("outbound", "local")); v < 1 {
+		t.Errorf("new daemon counted %v local connections", v)
+	}
+	if v := metric(t, l, 1, conns("outbound", "remote")); v != 1 {
+		t.Errorf("new daemon counted %v remote connections, want 1", v)
+	}
 }
 
 // iptables runs iptables inside the pod's netns.
