@@ -222,4 +222,3 @@ func (d *Decider) target(c routes.Candidate) Target {
 	}
 	return t
 }
-

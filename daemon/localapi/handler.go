@@ -14,8 +14,8 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/inpod"
 )
 
 // maxBody bounds request bodies: a pod or a GC list is a few kilobytes; a

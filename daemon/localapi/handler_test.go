@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/inpod"
 )
 
 // fakeBackend records calls and answers with canned errors.
