@@ -31,6 +31,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/admin"
 	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/daemon/localapi"
 )
 
@@ -52,6 +53,15 @@ type Config struct {
 	TunnelAddr string
 	// AdminAddr serves /healthz, /readyz and /metrics.
 	AdminAddr string
+	// TrustDomain is the SPIFFE trust domain of the node and workload
+	// identities; identity.DefaultTrustDomain when empty.
+	TrustDomain string
+	// TLSDir holds this node's TLS material (ca.crt, tls.crt, tls.key:
+	// meshlessctl ca issue), re-read when it changes. Without it, and
+	// without Kubernetes to ask for a certificate, the node has no
+	// identity: its tunnel does not listen and its cross-node connections
+	// are refused (never sent in the clear).
+	TLSDir string
 	// IdleTimeout closes forwarded connections idle that long; 0 never.
 	IdleTimeout time.Duration
 	// RaceFanout bounds the candidates of a race dialled at once; 0 all.
@@ -161,7 +171,9 @@ func (d *daemon) serveAdmin(ctx context.Context, g *errgroup.Group, serving *ato
 // local API serves at once.
 func (d *daemon) openSockets(ctx context.Context, g *errgroup.Group) (net.Listener, error) {
 	var tln net.Listener
-	if d.cfg.TunnelAddr != "" {
+	if d.cfg.TunnelAddr != "" && d.identity.Material() == nil {
+		d.log.Warn("no TLS material: the cross-node tunnel does not listen and cross-node connections are refused; give --tls-dir (meshlessctl ca issue)")
+	} else if d.cfg.TunnelAddr != "" {
 		var err error
 		if tln, err = net.Listen("tcp", d.cfg.TunnelAddr); err != nil {
 			return nil, fmt.Errorf("listen tunnel: %w", err)
@@ -186,6 +198,7 @@ func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener)
 		srv := d.proxy.TunnelServer()
 		g.Go(func() error { return named("tunnel", srv.Serve(ctx, tln)) })
 	}
+	g.Go(func() error { d.identity.Run(ctx); return nil })
 	if d.enroller != nil {
 		// The pods were restored: those registered before are known, so
 		// only those still without the mesh are enrolled.
@@ -195,7 +208,15 @@ func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener)
 	d.log.Info("meshlessd ready", "node", d.cfg.NodeName, "socket", d.cfg.Socket, "admin", d.adminAddr.String(),
 		"state_dir", d.cfg.StateDir, "tunnel_addr", d.status.TunnelAddr, "discovery", d.disc.Status().Source,
 		"inbound_policy", d.cfg.InboundPolicy.String(), "race_fanout", d.cfg.RaceFanout, "race_stagger", d.cfg.RaceStagger,
-		"sockmap", d.cfg.Sockmap, "enroll_existing", d.enroller != nil)
+		"sockmap", d.cfg.Sockmap, "enroll_existing", d.enroller != nil, "identity", identityOf(d.identity))
+}
+
+// identityOf names the node's identity for the log, "none" without one.
+func identityOf(s *identity.Source) string {
+	if m := s.Material(); m != nil {
+		return m.ID().String()
+	}
+	return "none"
 }
 
 // named prefixes a part's error with its name; nil stays nil.

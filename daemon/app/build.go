@@ -13,6 +13,7 @@ import (
 	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/discovery"
 	"github.com/meshless/meshless/daemon/enroll"
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/localapi"
 	"github.com/meshless/meshless/daemon/metrics"
@@ -20,6 +21,7 @@ import (
 	"github.com/meshless/meshless/daemon/proxy"
 	"github.com/meshless/meshless/daemon/relay"
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/daemon/tunnel"
 	"github.com/meshless/meshless/internal/wellknown"
 )
 
@@ -32,6 +34,8 @@ type daemon struct {
 	table     *routes.Table
 	nodeAddrs *decide.NodeAddrs
 	sockmap   *relay.Sockmap
+	identity  *identity.Source
+	tunnel    *tunnel.Client
 	proxy     *proxy.Handler
 	pods      *inpod.Manager
 	disc      *discovery.Watcher
@@ -63,6 +67,12 @@ func build(cfg Config) (*daemon, error) {
 	if d.nodeAddrs, err = decide.NewNodeAddrs(); err != nil {
 		return nil, fmt.Errorf("list node addresses: %w", err)
 	}
+	if d.identity, err = newIdentity(cfg, d.log); err != nil {
+		return nil, err
+	}
+	d.tunnel = &tunnel.Client{TLS: d.identity.ClientConfig, OnDialError: func(n tunnel.Node, err error) {
+		d.log.Debug("tunnel: a ready connection could not be made", "node", n.String(), "err", err)
+	}}
 	if cfg.Sockmap {
 		if d.sockmap, err = relay.LoadSockmap(); err != nil {
 			return nil, fmt.Errorf("--sockmap: %w", err)
@@ -81,6 +91,7 @@ func build(cfg Config) (*daemon, error) {
 	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: dec, Metrics: d.metrics, Logger: d.log, Sockmap: d.sockmap,
+		Identity: d.identity, Tunnel: d.tunnel,
 		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
 	}); err != nil {
 		d.close()
@@ -109,7 +120,7 @@ func (d *daemon) buildDiscovery(tunnelPort uint16) error {
 	}
 	d.disc = discovery.New(discovery.Config{
 		Table: d.table, Registry: d.cfg.Registry, Kubeconfig: d.cfg.Kubeconfig,
-		TunnelPort: tunnelPort, OnPods: onPods, Logger: d.log,
+		TunnelPort: tunnelPort, OnPods: onPods, OnUpdate: d.prewarm, Logger: d.log,
 	})
 	if onPods == nil {
 		return nil
@@ -125,6 +136,37 @@ func (d *daemon) buildDiscovery(tunnelPort uint16) error {
 	return err
 }
 
+// newIdentity makes the node's TLS identity source, loaded from
+// --tls-dir when given.
+func newIdentity(cfg Config, log *slog.Logger) (*identity.Source, error) {
+	o := identity.Options{Node: cfg.NodeName, Dir: cfg.TLSDir, Logger: log}
+	if cfg.TrustDomain != "" {
+		td, err := identity.ParseTrustDomain(cfg.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("--trust-domain: %w", err)
+		}
+		o.TrustDomain = td
+	}
+	src, err := identity.NewSource(o)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-dir %s: %w", cfg.TLSDir, err)
+	}
+	return src, nil
+}
+
+// prewarm keeps ready tunnel connections to every other node of the
+// routing table, so that the first connection to one does not wait for a
+// TLS handshake either.
+func (d *daemon) prewarm() {
+	var nodes []tunnel.Node
+	for _, n := range d.table.Snapshot().Model().Nodes {
+		if n.Name != d.cfg.NodeName && n.Tunnel.IsValid() {
+			nodes = append(nodes, tunnel.Node{Name: n.Name, Addr: n.Tunnel})
+		}
+	}
+	d.tunnel.Prewarm(nodes)
+}
+
 // close releases what build made and phases opened: the pods' listeners
 // (their state stays on disk) and the kernel program.
 func (d *daemon) close() {
@@ -133,6 +175,9 @@ func (d *daemon) close() {
 	}
 	if d.sockmap != nil {
 		d.sockmap.Close()
+	}
+	if d.tunnel != nil {
+		d.tunnel.Close()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/routes"
 	"github.com/meshless/meshless/internal/wellknown"
 )
 
@@ -56,6 +57,9 @@ type Arrival struct {
 	// pod whose inbound capture accepted the connection); nil makes Admit
 	// find it by Dst.
 	Pod *inpod.Pod
+	// Peer is the node the tunnel's mutual TLS authenticated, for
+	// FromPeer: Src must be an address of one of its pods.
+	Peer string
 }
 
 // Admission is the destination side's decision for one connection.
@@ -88,6 +92,12 @@ func (d *Decider) Admit(a Arrival) Admission {
 		}
 		adm.Pod = p
 	}
+	if a.From == FromPeer {
+		if r := d.checkPeerSource(a.Peer, a.Src.Addr()); r != nil {
+			adm.Refused = r
+			return adm
+		}
+	}
 	if a.From == FromOutside {
 		if d.cfg.InboundPolicy == Strict && (d.cfg.NodeAddrs == nil || !d.cfg.NodeAddrs.Contains(a.Src.Addr())) {
 			adm.Refused = refuse(metrics.ReasonInboundPolicy, "strict inbound policy: %s is not this node", a.Src.Addr())
@@ -102,6 +112,27 @@ func (d *Decider) Admit(a Arrival) Admission {
 		adm.Bind = src.Unmap()
 	}
 	return adm
+}
+
+// checkPeerSource trusts nothing a peer claims that this node can check:
+// the source address in a tunnel's header must belong to a pod of the
+// node whose certificate the handshake verified, in this node's own view
+// of the cluster (the routing table: service endpoints and the nodes' pod
+// CIDRs). Otherwise a node could speak for another node's pods, whose
+// address the delivery would then bind.
+func (d *Decider) checkPeerSource(peer string, src netip.Addr) *Refusal {
+	if peer == "" || !src.IsValid() {
+		return refuse(metrics.ReasonPeerSource, "tunnel from %q without an authenticated peer or a source address", peer)
+	}
+	r := d.cfg.Routes.Lookup(netip.AddrPortFrom(src.Unmap(), 1))
+	if r.Kind != routes.KindPod || r.Pod.Node != peer {
+		where := "no pod of any node"
+		if r.Kind == routes.KindPod {
+			where = "a pod of node " + r.Pod.Node
+		}
+		return refuse(metrics.ReasonPeerSource, "node %s claims source %s, which is %s", peer, src, where)
+	}
+	return nil
 }
 
 // The native convention: a pod that serves a unix socket for a service

@@ -91,6 +91,10 @@ type Refusal struct {
 	Err error
 }
 
+// FailureReason returns Reason (tunnel.Reasoner: a refusal at the far end
+// of a tunnel is counted with it).
+func (r *Refusal) FailureReason() string { return r.Reason }
+
 // Error returns the refusal as text.
 func (r *Refusal) Error() string {
 	if r.Err == nil {

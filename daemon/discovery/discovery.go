@@ -46,6 +46,9 @@ type Config struct {
 	// OnPods, if set, is called on every pod change once the Kubernetes
 	// caches synced (kube.Options.OnPods); it must return at once.
 	OnPods func()
+	// OnUpdate, if set, is called after each new model is in the table;
+	// it must return soon.
+	OnUpdate func()
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -151,6 +154,9 @@ func (w *Watcher) update(m routes.Model, from string) {
 	w.updated, w.err, w.errAt = time.Now(), "", time.Time{}
 	w.mu.Unlock()
 	w.log.Info("routes updated", "source", from, "nodes", len(m.Nodes), "services", len(m.Services))
+	if w.cfg.OnUpdate != nil {
+		w.cfg.OnUpdate()
+	}
 }
 
 func (w *Watcher) fail(err error) {

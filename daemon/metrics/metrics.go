@@ -52,6 +52,9 @@ const (
 	ReasonInboundPolicy = "inbound_policy"
 	// ReasonConnType: a connection of an unexpected kind (internal error).
 	ReasonConnType = "conn_type"
+	// ReasonPeerSource: a tunnel's source address is not a pod of the
+	// node that its certificate authenticated.
+	ReasonPeerSource = "peer_source"
 )
 
 // Reasons of the tunnel's server side: a tunnel connection dropped before

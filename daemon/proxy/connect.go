@@ -72,7 +72,7 @@ func (h *Handler) connectTarget(ctx context.Context, pod *inpod.Pod, src netip.A
 		}
 		return c, path, nil
 	case decide.ViaTunnel:
-		c, err := h.cfg.Tunnel.DialHeader(ctx, t.Tunnel, tunnel.Header{Dst: t.Addr, Src: src, Service: service})
+		c, err := h.cfg.Tunnel.Dial(ctx, tunnel.Node{Name: t.Node, Addr: t.Tunnel}, tunnel.Header{Dst: t.Addr, Src: src, Service: service})
 		if err != nil {
 			return nil, "", err
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +26,8 @@ import (
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/daemon/tunnel"
+	"github.com/meshless/meshless/internal/idtest"
 	"github.com/meshless/meshless/internal/nstest"
 	"github.com/meshless/meshless/internal/podtest"
 )
@@ -39,7 +42,8 @@ import (
 //	n3                  a node whose tunnel accepts and never answers
 //
 // Both daemons (Handlers with their own agents) run in the test's netns;
-// their tunnels listen on loopback.
+// their tunnels listen on loopback and speak mutual TLS with identities
+// of one test CA (n3's too).
 const (
 	ipA, ipExt, ipB, ipC = "198.18.220.2", "198.18.220.1", "198.18.221.2", "198.18.222.2"
 	ipHole               = "198.18.223.2"
@@ -68,6 +72,7 @@ type options struct {
 }
 
 type mesh struct {
+	ca                    *idtest.CA
 	podA, ext, podB, podC ns.NetNS
 	n1, n2                *node
 	// holeBytes counts bytes the black-hole tunnel received after a
@@ -107,7 +112,8 @@ func newMesh(t *testing.T, o options) *mesh {
 	ms.podC = podtest.NewPod(t, ipC+"/24")
 	returnRouting(t, ms.podC)
 
-	holeLn, err := net.Listen("tcp", "127.0.0.1:0")
+	ms.ca = idtest.NewCA(t)
+	holeLn, err := tls.Listen("tcp", "127.0.0.1:0", ms.ca.Source(t, "n3").ServerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +124,7 @@ func newMesh(t *testing.T, o options) *mesh {
 	ms.n2 = ms.newNode(t, "n2", o)
 	model := routes.Model{
 		Nodes: []routes.Node{
-			{Name: "n1", Tunnel: ms.n1.tunnel, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.221.0/24")}},
+			{Name: "n1", Tunnel: ms.n1.tunnel, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.220.0/24"), netip.MustParsePrefix("198.18.221.0/24")}},
 			{Name: "n2", Tunnel: ms.n2.tunnel, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.222.0/24")}},
 			{Name: "n3", Tunnel: netip.MustParseAddrPort(holeLn.Addr().String()), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.223.0/24")}},
 		},
@@ -171,6 +177,7 @@ func (ms *mesh) newNode(t *testing.T, name string, o options) *node {
 	}
 	pc := o.proxy
 	pc.Decider, pc.Metrics, pc.DialTimeout = d, n.m, 5*time.Second
+	pc.Identity = ms.ca.Source(t, name)
 	if !testing.Verbose() {
 		pc.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -201,8 +208,8 @@ type lazyPods struct{ a *inpod.Manager }
 
 func (p *lazyPods) PodByIP(ip netip.Addr) (*inpod.Pod, bool) { return p.a.PodByIP(ip) }
 
-// blackHole is a tunnel server that reads headers and never answers: a
-// candidate whose SYN-ACK (here: OK) never comes.
+// blackHole is a tunnel server (node n3, mutual TLS) that reads headers
+// and never answers: a candidate whose SYN-ACK (here: OK) never comes.
 func (ms *mesh) blackHole(ln net.Listener) {
 	for {
 		c, err := ln.Accept()
@@ -212,12 +219,7 @@ func (ms *mesh) blackHole(ln net.Listener) {
 		ms.holeConns.Add(1)
 		go func() {
 			defer c.Close()
-			var hdr [8]byte
-			if _, err := io.ReadFull(c, hdr[:]); err != nil {
-				return
-			}
-			rest := int(hdr[6])<<8 | int(hdr[7]) - 8
-			if _, err := io.CopyN(io.Discard, c, int64(rest)); err != nil {
+			if _, err := tunnel.ReadHeader(c); err != nil {
 				return
 			}
 			n, _ := io.Copy(io.Discard, c)

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/origdst"
@@ -53,7 +54,13 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Tunnel dials other nodes' daemons; the zero Client when nil.
+	// Identity is this node's TLS identity, which both ends of the tunnel
+	// present and judge the other's by. Without it (nil, or no material
+	// yet) the tunnel's handshakes fail: cross-node connections are
+	// refused, never sent in the clear.
+	Identity *identity.Source
+	// Tunnel dials other nodes' daemons; nil makes one with Identity's
+	// client configurations.
 	Tunnel *tunnel.Client
 	// RaceFanout bounds the targets dialled at once; 0 means all.
 	RaceFanout int
@@ -90,6 +97,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Tunnel == nil {
 		cfg.Tunnel = &tunnel.Client{}
+		if cfg.Identity != nil {
+			cfg.Tunnel.TLS = cfg.Identity.ClientConfig
+		}
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
@@ -131,13 +141,7 @@ func (h *Handler) outbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, 
 	up, path, err := h.connect(dctx, pod, src, plan)
 	cancel()
 	if err != nil {
-		// A target the destination side refused is counted with its
-		// reason, not as a dial failure.
-		reason := metrics.ReasonDial
-		if ref := (*decide.Refusal)(nil); errors.As(err, &ref) {
-			reason = ref.Reason
-		}
-		h.fail(reason, pod, inpod.Outbound, c, err)
+		h.fail(reasonOf(err), pod, inpod.Outbound, c, err)
 		return
 	}
 	upc, err := relay.AsConn(up)
@@ -169,6 +173,24 @@ func (h *Handler) inbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, s
 	}
 	h.log.Debug("inbound", "pod", pod.Key(), "src", src.String(), "dst", dst.String())
 	h.relay(ctx, metrics.Inbound, metrics.PathPassthrough, c, up, adm.IdleTimeout)
+}
+
+// reasonOf is the failure reason of a connection no target took: a
+// refusal of the destination side (this node's or the far one's) is
+// counted with its own reason, a failed TLS handshake with the
+// handshake's, anything else as a dial failure.
+func reasonOf(err error) string {
+	var (
+		ref *decide.Refusal
+		he  *tunnel.HandshakeError
+	)
+	switch {
+	case errors.As(err, &ref):
+		return ref.Reason
+	case errors.As(err, &he):
+		return identity.Reason(he.Err)
+	}
+	return metrics.ReasonDial
 }
 
 func network(a netip.Addr) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/decide"
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/relay"
 	"github.com/meshless/meshless/daemon/tunnel"
@@ -210,35 +212,67 @@ func (s *addrSet) Contains(a netip.Addr) bool {
 	return s.set[a]
 }
 
-// TestTunnelRejects: garbage and oversized headers are counted, and a
-// destination that is not a pod of the node is forbidden.
+// TestTunnelRejects: plaintext on the tunnel port (an HTTP request, a
+// version 1 header) is refused and counted; a node asking for a pod that
+// is not on the far node, or speaking for a pod that is not its own, is
+// refused; the same node speaking for its own pod gets through.
 func TestTunnelRejects(t *testing.T) {
 	ms := newMesh(t, options{})
-	for _, tt := range []struct {
-		send   []byte
-		reason string
-	}{
-		{[]byte("GET / HTTP/1.1\r\n\r\n"), metrics.ReasonBadMagic},
-		{[]byte("MLTN\x01\x00\xff\xff"), metrics.ReasonTooLong},
-	} {
+	listenIn(t, ms.podB, ipB+":8080")
+	listenIn(t, ms.podC, ipC+":8080")
+	for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x01\x00\x00\x10\x04\xc6\x12\xde\x02\x1f\x90\x00")} {
 		c, err := net.Dial("tcp", ms.n2.tunnel.String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write(tt.send)
+		c.Write(send)
 		io.ReadAll(c) // until the server closes
 		c.Close()
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if counter(t, ms.n2, "failures", tt.reason) < 1 {
-				return errors.New("not counted: " + tt.reason)
-			}
-			return nil
-		})
 	}
-	_, err := tunnel.Dial(t.Context(), ms.n2.tunnel, netip.AddrPort{}, netip.MustParseAddrPort(ipB+":8080"))
-	var se *tunnel.StatusError
-	if !errors.As(err, &se) || se.Status != tunnel.StatusForbidden {
-		t.Errorf("tunnel to a pod of another node: %v, want forbidden", err)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := counter(t, ms.n2, "failures", identity.ReasonPlaintext); n < 2 {
+			return fmt.Errorf("%v plaintext connections counted, want 2", n)
+		}
+		return nil
+	})
+	// n1's daemon, authenticated, asks n2 for ...
+	cl := &tunnel.Client{TLS: ms.ca.Source(t, "n1").ClientConfig, Warm: -1}
+	n2 := tunnel.Node{Name: "n2", Addr: ms.n2.tunnel}
+	for _, tt := range []struct {
+		name     string
+		src, dst string
+		reason   string // "" for allowed
+	}{
+		{"a pod of n1, not n2", ipA + ":40000", ipB + ":8080", metrics.ReasonForbidden},
+		{"on behalf of n2's own pod", ipC + ":40000", ipC + ":8080", metrics.ReasonPeerSource},
+		{"on behalf of nobody", "", ipC + ":8080", metrics.ReasonPeerSource},
+		{"on behalf of its own pod", ipA + ":40000", ipC + ":8080", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var src netip.AddrPort
+			if tt.src != "" {
+				src = netip.MustParseAddrPort(tt.src)
+			}
+			before := counter(t, ms.n2, "failures", tt.reason)
+			c, err := cl.Dial(t.Context(), n2, tunnel.Header{Src: src, Dst: netip.MustParseAddrPort(tt.dst)})
+			if tt.reason == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				return
+			}
+			var se *tunnel.StatusError
+			if !errors.As(err, &se) || se.Status != tunnel.StatusForbidden {
+				t.Errorf("%v, want forbidden", err)
+			}
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if counter(t, ms.n2, "failures", tt.reason)-before != 1 {
+					return errors.New("not counted: " + tt.reason)
+				}
+				return nil
+			})
+		})
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 
 	"github.com/meshless/meshless/daemon/decide"
@@ -10,17 +11,15 @@ import (
 	"github.com/meshless/meshless/daemon/tunnel"
 )
 
-// DialTarget implements tunnel.Dialer, the destination side of a tunnel:
-// the decision (decide.Admit, from a peer), then delivery to the pod.
-// A destination that is not a pod of this node is tunnel.ErrForbidden: the
-// tunnel is not an open relay.
-func (h *Handler) DialTarget(ctx context.Context, hd tunnel.Header) (net.Conn, error) {
-	adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromPeer, Dst: hd.Dst, Src: hd.Src, Service: hd.Service})
+// DialTarget implements tunnel.Dialer, the destination side of a tunnel
+// from the authenticated node peer: the decision (decide.Admit, from a
+// peer), then delivery to the pod. Every refusal of the decision (not a
+// pod of this node, a source that is not the peer's) is
+// tunnel.ErrForbidden: the tunnel is not an open relay.
+func (h *Handler) DialTarget(ctx context.Context, peer string, hd tunnel.Header) (net.Conn, error) {
+	adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromPeer, Peer: peer, Dst: hd.Dst, Src: hd.Src, Service: hd.Service})
 	if adm.Refused != nil {
-		if adm.Refused.Reason == metrics.ReasonForbidden {
-			return nil, &forbidden{adm.Refused}
-		}
-		return nil, adm.Refused
+		return nil, &forbidden{adm.Refused}
 	}
 	c, path, err := h.deliver(ctx, adm, hd.Dst)
 	if err != nil {
@@ -45,19 +44,24 @@ func (f *forbidden) Error() string { return f.r.Error() }
 
 func (f *forbidden) Unwrap() []error { return []error{f.r, tunnel.ErrForbidden} }
 
-// TunnelServer returns the tunnel server of this node: it delivers with
-// DialTarget, counts rejected tunnels in meshless_connection_failures_total
-// with their reason, and delivered ones as direction inbound, path uds or
-// remote.
+// TunnelServer returns the tunnel server of this node: mutual TLS with
+// the node's identity, delivery with DialTarget; it counts rejected
+// tunnels in meshless_connection_failures_total with their reason, and
+// delivered ones as direction inbound, path uds or remote.
 func (h *Handler) TunnelServer() *tunnel.Server {
 	return &tunnel.Server{
+		TLS:         h.cfg.Identity.ServerConfig(),
 		Dialer:      h,
 		DialTimeout: h.cfg.DialTimeout,
 		OnReject: func(e *tunnel.RejectError) {
+			if e.Stage == tunnel.StageIdle {
+				h.log.Debug("tunnel: ready connection closed unused", "peer", e.Peer, "err", e.Err)
+				return
+			}
 			h.count(e.Reason())
-			h.log.Warn("tunnel rejected", "reason", e.Reason(), "err", e.Err)
+			h.log.Warn("tunnel rejected", "reason", e.Reason(), "peer", e.Peer, "err", e.Err)
 		},
-		Relay: func(client *net.TCPConn, target net.Conn, _ tunnel.Header) {
+		Relay: func(client *tls.Conn, target net.Conn, _ string, _ tunnel.Header) {
 			d := target.(*delivery)
 			path := metrics.PathRemote
 			if d.path == metrics.PathUDS {

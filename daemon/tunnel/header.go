@@ -12,8 +12,10 @@ import (
 const (
 	// Magic opens every request header.
 	Magic = "MLTN"
-	// Version is the protocol version this package speaks.
-	Version = 1
+	// Version is the protocol version this package speaks: 2, inside
+	// mutual TLS 1.3. Version 1 was the same header in plaintext; a server
+	// of version 2 never sees it, because the TLS handshake fails first.
+	Version = 2
 	// MaxHeaderLen bounds a request header, in bytes.
 	MaxHeaderLen = 1024
 	// ReplyLen is the length of the server's reply.

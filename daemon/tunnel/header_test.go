@@ -99,21 +99,21 @@ func TestHeaderDecodeErrors(t *testing.T) {
 		{"empty", nil, io.EOF},
 		{"short prefix", []byte("MLT"), io.ErrUnexpectedEOF},
 		{"bad magic", append([]byte("GET / HTTP/1.1\r\n"), 0), ErrBadMagic},
-		{"bad version", hdr(2, 0, -1, cat(dstV4, noSrc)...), ErrBadVersion},
-		{"unknown flags", hdr(1, 1, -1, cat(dstV4, noSrc)...), ErrMalformed},
-		{"too long", hdr(1, 0, MaxHeaderLen+1, cat(dstV4, noSrc)...), ErrTooLong},
-		{"max length", hdr(1, 0, 0xffff), ErrTooLong},
-		{"length covers prefix only", hdr(1, 0, 8), ErrMalformed},
-		{"length below prefix", hdr(1, 0, 3), ErrMalformed},
-		{"body shorter than length", hdr(1, 0, 40, cat(dstV4, noSrc)...), io.ErrUnexpectedEOF},
-		{"no destination", hdr(1, 0, -1, noSrc...), ErrMalformed},
-		{"bad family", hdr(1, 0, -1, cat([]byte{5, 1, 2, 3, 4, 0, 80}, noSrc)...), ErrMalformed},
-		{"truncated address", hdr(1, 0, -1, 6, 1, 2, 3), ErrMalformed},
-		{"port zero", hdr(1, 0, -1, cat([]byte{4, 10, 0, 0, 1, 0, 0}, noSrc)...), ErrMalformed},
-		{"missing source family", hdr(1, 0, -1, dstV4...), ErrMalformed},
-		{"bad source family", hdr(1, 0, -1, cat(dstV4, []byte{9})...), ErrMalformed},
-		{"truncated extension", hdr(1, 0, -1, cat(dstV4, noSrc, []byte{7, 5, 1})...), ErrMalformed},
-		{"lone extension type", hdr(1, 0, -1, cat(dstV4, noSrc, []byte{7})...), ErrMalformed},
+		{"bad version", hdr(1, 0, -1, cat(dstV4, noSrc)...), ErrBadVersion},
+		{"unknown flags", hdr(Version, 1, -1, cat(dstV4, noSrc)...), ErrMalformed},
+		{"too long", hdr(Version, 0, MaxHeaderLen+1, cat(dstV4, noSrc)...), ErrTooLong},
+		{"max length", hdr(Version, 0, 0xffff), ErrTooLong},
+		{"length covers prefix only", hdr(Version, 0, 8), ErrMalformed},
+		{"length below prefix", hdr(Version, 0, 3), ErrMalformed},
+		{"body shorter than length", hdr(Version, 0, 40, cat(dstV4, noSrc)...), io.ErrUnexpectedEOF},
+		{"no destination", hdr(Version, 0, -1, noSrc...), ErrMalformed},
+		{"bad family", hdr(Version, 0, -1, cat([]byte{5, 1, 2, 3, 4, 0, 80}, noSrc)...), ErrMalformed},
+		{"truncated address", hdr(Version, 0, -1, 6, 1, 2, 3), ErrMalformed},
+		{"port zero", hdr(Version, 0, -1, cat([]byte{4, 10, 0, 0, 1, 0, 0}, noSrc)...), ErrMalformed},
+		{"missing source family", hdr(Version, 0, -1, dstV4...), ErrMalformed},
+		{"bad source family", hdr(Version, 0, -1, cat(dstV4, []byte{9})...), ErrMalformed},
+		{"truncated extension", hdr(Version, 0, -1, cat(dstV4, noSrc, []byte{7, 5, 1})...), ErrMalformed},
+		{"lone extension type", hdr(Version, 0, -1, cat(dstV4, noSrc, []byte{7})...), ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -129,7 +129,7 @@ func TestHeaderDecodeErrors(t *testing.T) {
 }
 
 func TestHeaderExtensionsSkipped(t *testing.T) {
-	in := hdr(1, 0, -1, cat(dstV4, noSrc, []byte{7, 3, 'a', 'b', 'c', 0, 0})...)
+	in := hdr(Version, 0, -1, cat(dstV4, noSrc, []byte{7, 3, 'a', 'b', 'c', 0, 0})...)
 	h, n, err := ParseHeader(append(in, "app"...))
 	if err != nil {
 		t.Fatal(err)
@@ -147,10 +147,10 @@ func FuzzParseHeader(f *testing.F) {
 		b, _ := h.MarshalBinary()
 		f.Add(b)
 	}
-	f.Add(hdr(1, 0, -1, cat(dstV4, noSrc, []byte{7, 3, 'a', 'b', 'c'})...))
-	f.Add(hdr(1, 0, 0xffff))
-	f.Add(hdr(2, 0, -1, cat(dstV4, noSrc)...))
-	f.Add(hdr(1, 0, -1, cat([]byte{6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1, 0, 80}, noSrc)...))
+	f.Add(hdr(Version, 0, -1, cat(dstV4, noSrc, []byte{7, 3, 'a', 'b', 'c'})...))
+	f.Add(hdr(Version, 0, 0xffff))
+	f.Add(hdr(1, 0, -1, cat(dstV4, noSrc)...))
+	f.Add(hdr(Version, 0, -1, cat([]byte{6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1, 0, 80}, noSrc)...))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -188,11 +188,11 @@ func TestWireExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []byte{0x4d, 0x4c, 0x54, 0x4e, 0x01, 0x00, 0x00, 0x16, 0x04, 0xc6, 0x13, 0x02, 0x02, 0x1f, 0x90, 0x04, 0xc6, 0x13, 0x01, 0x05, 0x9c, 0x40}
+	want := []byte{0x4d, 0x4c, 0x54, 0x4e, 0x02, 0x00, 0x00, 0x16, 0x04, 0xc6, 0x13, 0x02, 0x02, 0x1f, 0x90, 0x04, 0xc6, 0x13, 0x01, 0x05, 0x9c, 0x40}
 	if !bytes.Equal(b, want) {
 		t.Errorf("encoded % x\nwant    % x", b, want)
 	}
-	if r := reply(StatusRefused); !bytes.Equal(r[:], []byte{0x4d, 0x4c, 1, 3}) {
+	if r := reply(StatusRefused); !bytes.Equal(r[:], []byte{0x4d, 0x4c, 2, 3}) {
 		t.Errorf("reply % x", r)
 	}
 }

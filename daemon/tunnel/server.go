@@ -2,109 +2,69 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/meshless/meshless/daemon/metrics"
+	"github.com/meshless/meshless/daemon/identity"
 )
 
 // Dialer connects the server to the application a tunnel targets. The
-// daemon implements it by dialing inside the destination pod's netns, with
-// src as the source address when it can.
+// daemon implements it by deciding (is the source a pod of peer, may it
+// call the destination) and dialing inside the destination pod's netns,
+// with the source's address when it can.
 type Dialer interface {
 	// DialTarget connects to h.Dst on behalf of the client pod h.Src (the
-	// zero AddrPort when the client sent none). It returns an error
-	// wrapping ErrForbidden when h.Dst is not served by this node. The
-	// connection is TCP or, for a pod serving a unix socket, unix; either
-	// way it must support CloseWrite (relay.Conn).
-	DialTarget(ctx context.Context, h Header) (net.Conn, error)
+	// zero AddrPort when the client sent none) of the node peer, which
+	// the TLS handshake authenticated. It returns an error wrapping
+	// ErrForbidden when h.Dst is not served by this node or the source may
+	// not reach it. The connection is TCP or, for a pod serving a unix
+	// socket, unix; either way it must support CloseWrite (relay.Conn).
+	DialTarget(ctx context.Context, peer string, h Header) (net.Conn, error)
 }
 
 // DialerFunc adapts a function to the Dialer interface.
-type DialerFunc func(ctx context.Context, h Header) (net.Conn, error)
+type DialerFunc func(ctx context.Context, peer string, h Header) (net.Conn, error)
 
 // DialTarget calls f.
-func (f DialerFunc) DialTarget(ctx context.Context, h Header) (net.Conn, error) {
-	return f(ctx, h)
+func (f DialerFunc) DialTarget(ctx context.Context, peer string, h Header) (net.Conn, error) {
+	return f(ctx, peer, h)
 }
 
 // ErrForbidden is what a Dialer wraps to refuse a destination this node
 // does not serve; the client receives StatusForbidden.
 var ErrForbidden = errors.New("destination not served by this node")
 
-// RejectError is what Server.OnReject receives: a tunnel connection dropped
-// before its bytes were relayed, at which stage, and the status the client
-// was sent (StatusOK when it was sent none).
-type RejectError struct {
-	// Stage is "header", "dial" or "reply".
-	Stage string
-	// Header is the request, when it was read.
-	Header Header
-	// Status is what the client was told; StatusOK when nothing was sent.
-	Status Status
-	// Err is the cause: a header error (ErrBadMagic, ErrBadVersion,
-	// ErrTooLong, ErrMalformed, os.ErrDeadlineExceeded, a read error), the
-	// Dialer's error, or the write error of the reply.
-	Err error
-}
-
-// Error returns "tunnel <stage>: <cause>".
-func (e *RejectError) Error() string { return "tunnel " + e.Stage + ": " + e.Err.Error() }
-
-// Unwrap returns the cause.
-func (e *RejectError) Unwrap() error { return e.Err }
-
-// Reason returns the meshless_connection_failures_total label of the
-// rejection.
-func (e *RejectError) Reason() string {
-	switch e.Stage {
-	case "reply":
-		return metrics.ReasonReply
-	case "dial":
-		switch e.Status {
-		case StatusForbidden:
-			return metrics.ReasonForbidden
-		case StatusRefused:
-			return metrics.ReasonRefused
-		case StatusUnreachable:
-			return metrics.ReasonUnreachable
-		}
-		return metrics.ReasonDialFailed
-	}
-	switch {
-	case errors.Is(e.Err, ErrBadMagic):
-		return metrics.ReasonBadMagic
-	case errors.Is(e.Err, ErrBadVersion):
-		return metrics.ReasonBadVersion
-	case errors.Is(e.Err, ErrTooLong):
-		return metrics.ReasonTooLong
-	case errors.Is(e.Err, ErrMalformed):
-		return metrics.ReasonMalformed
-	case errors.Is(e.Err, os.ErrDeadlineExceeded):
-		return metrics.ReasonHeaderTimeout
-	}
-	return metrics.ReasonHeaderRead
-}
-
 // Default timeouts of a Server.
 const (
-	// DefaultHeaderTimeout bounds the arrival of a request header.
-	DefaultHeaderTimeout = 5 * time.Second
+	// DefaultHandshakeTimeout bounds the TLS handshake after accept.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultHeaderTimeout bounds the arrival of a request header after
+	// the handshake. Clients handshake ahead of need and keep the
+	// connection ready (Client's warm pool) for less than this.
+	DefaultHeaderTimeout = 90 * time.Second
 	// DefaultDialTimeout bounds the connection to the application.
 	DefaultDialTimeout = 10 * time.Second
 )
 
 // Server is the tunnel's server side, on the node's tunnel port.
 type Server struct {
+	// TLS is the mutual TLS 1.3 configuration
+	// (identity.Source.ServerConfig). Required.
+	TLS *tls.Config
 	// Dialer connects to the applications. Required.
 	Dialer Dialer
-	// HeaderTimeout bounds the time from accept to a complete header, and
-	// the writing of the reply; DefaultHeaderTimeout when zero.
+	// HandshakeTimeout bounds the TLS handshake;
+	// DefaultHandshakeTimeout when zero.
+	HandshakeTimeout time.Duration
+	// HeaderTimeout bounds the time from the handshake to a complete
+	// header, and the writing of the reply; DefaultHeaderTimeout when
+	// zero.
 	HeaderTimeout time.Duration
 	// DialTimeout bounds DialTarget; DefaultDialTimeout when zero.
 	DialTimeout time.Duration
@@ -115,15 +75,15 @@ type Server struct {
 	// Relay carries the bytes between the client connection and the
 	// target connection once the client was told OK, both ways with
 	// half-close, and closes both when done (package relay). Required.
-	Relay func(client *net.TCPConn, target net.Conn, h Header)
+	Relay func(client *tls.Conn, target net.Conn, peer string, h Header)
 }
 
 // Serve accepts tunnel connections on ln until ctx is done or ln fails.
 // When ctx is done it closes ln and every connection it serves, waits for
 // their handlers to return, and returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if s.Dialer == nil || s.Relay == nil {
-		return errors.New("tunnel: Server.Dialer and Server.Relay are required")
+	if s.TLS == nil || s.Dialer == nil || s.Relay == nil {
+		return errors.New("tunnel: Server.TLS, Server.Dialer and Server.Relay are required")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -184,43 +144,19 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 		}
 	})
 	defer stop()
-
-	ht := s.HeaderTimeout
-	if ht <= 0 {
-		ht = DefaultHeaderTimeout
-	}
-	c.SetDeadline(time.Now().Add(ht))
-	h, err := ReadHeader(c)
-	if err != nil {
-		st := StatusOK
-		switch {
-		case errors.Is(err, ErrBadVersion):
-			st = StatusBadVersion
-		case errors.Is(err, ErrMalformed), errors.Is(err, ErrTooLong):
-			st = StatusMalformed
-		}
-		if st != StatusOK {
-			s.writeStatus(c, st)
-		}
-		c.Close()
-		s.reject(&RejectError{Stage: "header", Status: st, Err: err})
+	tc, peer, h, ok := s.accept(ctx, c)
+	if !ok {
 		return
 	}
-
-	c.SetDeadline(time.Time{})
-
-	dt := s.DialTimeout
-	if dt <= 0 {
-		dt = DefaultDialTimeout
-	}
+	dt := orDefault(s.DialTimeout, DefaultDialTimeout)
 	dctx, cancel := context.WithTimeout(ctx, dt)
-	t, err := s.Dialer.DialTarget(dctx, h)
+	t, err := s.Dialer.DialTarget(dctx, peer, h)
 	cancel()
 	if err != nil {
 		st := dialStatus(err)
-		s.writeStatus(c, st)
+		s.writeStatus(tc, st)
 		c.Close()
-		s.reject(&RejectError{Stage: "dial", Header: h, Status: st, Err: fmt.Errorf("dial %s: %w", h.Dst, err)})
+		s.reject(&RejectError{Stage: StageDial, Peer: peer, Header: h, Status: st, Err: fmt.Errorf("dial %s: %w", h.Dst, err)})
 		return
 	}
 	mu.Lock()
@@ -232,19 +168,85 @@ func (s *Server) ServeConn(ctx context.Context, c *net.TCPConn) {
 	target = t
 	mu.Unlock()
 
-	c.SetWriteDeadline(time.Now().Add(ht))
+	tc.SetWriteDeadline(time.Now().Add(orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	r := reply(StatusOK)
-	if _, err := c.Write(r[:]); err != nil {
+	if _, err := tc.Write(r[:]); err != nil {
 		c.Close()
 		t.Close()
-		s.reject(&RejectError{Stage: "reply", Header: h, Err: fmt.Errorf("write reply: %w", err)})
+		s.reject(&RejectError{Stage: StageReply, Peer: peer, Header: h, Err: fmt.Errorf("write reply: %w", err)})
 		return
 	}
-	c.SetDeadline(time.Time{})
-	s.Relay(c, t, h)
+	tc.SetDeadline(time.Time{})
+	s.Relay(tc, t, peer, h)
 }
 
-func (s *Server) writeStatus(c *net.TCPConn, st Status) {
+// accept runs the TLS handshake and reads the request header: the peer
+// node the handshake authenticated and what it asks for. On failure it
+// answers where an answer means something, closes c, reports the
+// rejection and returns false.
+func (s *Server) accept(ctx context.Context, c *net.TCPConn) (*tls.Conn, string, Header, bool) {
+	tc := tls.Server(c, s.TLS)
+	hctx, cancel := context.WithTimeout(ctx, orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout))
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	var peer string
+	if err == nil {
+		peer, err = identity.PeerNode(tc.ConnectionState())
+	}
+	if err != nil {
+		c.Close()
+		s.reject(&RejectError{Stage: StageTLS, Err: err})
+		return nil, "", Header{}, false
+	}
+	tc.SetDeadline(time.Now().Add(orDefault(s.HeaderTimeout, DefaultHeaderTimeout)))
+	cr := &countingReader{r: tc}
+	h, err := ReadHeader(cr)
+	if err != nil && cr.n == 0 {
+		// A ready connection the client handshook ahead of need and
+		// closed unused (its pool shrank, it restarted), or left unused
+		// until the timeout: not a bad request.
+		c.Close()
+		s.reject(&RejectError{Stage: StageIdle, Peer: peer, Err: err})
+		return nil, "", Header{}, false
+	}
+	if err != nil {
+		st := StatusOK
+		switch {
+		case errors.Is(err, ErrBadVersion):
+			st = StatusBadVersion
+		case errors.Is(err, ErrMalformed), errors.Is(err, ErrTooLong):
+			st = StatusMalformed
+		}
+		if st != StatusOK {
+			s.writeStatus(tc, st)
+		}
+		c.Close()
+		s.reject(&RejectError{Stage: StageHeader, Peer: peer, Status: st, Err: err})
+		return nil, "", Header{}, false
+	}
+	return tc, peer, h, true
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (s *Server) writeStatus(c *tls.Conn, st Status) {
 	c.SetWriteDeadline(time.Now().Add(time.Second))
 	r := reply(st)
 	c.Write(r[:]) // best effort: the connection is closed next anyway

@@ -74,6 +74,8 @@ type Node struct {
 	// Socket is the daemon's CNI socket; AdminAddr its admin address
 	// inside the node netns; Log its log file.
 	Socket, AdminAddr, Log string
+	// TLSDir is the daemon's TLS material (--tls-dir).
+	TLSDir string
 }
 
 // Pods returns every pod, node by node.
@@ -135,7 +137,7 @@ func (n *NodeState) public() Node {
 	c, _ := netip.ParsePrefix(n.PodCIDR)
 	return Node{
 		Name: n.Name, Index: n.Index, Netns: n.Netns, Address: a, PodCIDR: c,
-		PID: n.PID, Socket: n.Socket, AdminAddr: n.AdminAddr, Log: n.Log,
+		PID: n.PID, Socket: n.Socket, AdminAddr: n.AdminAddr, Log: n.Log, TLSDir: n.TLSDir,
 	}
 }
 

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/daemon/identity"
 )
 
 // Bounds of the lab's polling loops.
@@ -35,7 +37,24 @@ func (s *State) daemonArgs(n *NodeState) []string {
 		"--registry", s.Registry,
 		"--tunnel-addr", net.JoinHostPort(n.Address, "15008"),
 		"--admin-addr", n.AdminAddr,
+		"--tls-dir", n.TLSDir,
 	}, n.ExtraArgs...)
+}
+
+// issueTLS makes the lab's CA and every node's TLS material: the lab runs
+// with the mutual TLS tunnel on, as users do (meshlessctl ca init, ca
+// issue).
+func (s *State) issueTLS() error {
+	s.CADir = filepath.Join(s.Dir, "ca")
+	if _, err := identity.InitCA(s.CADir, identity.CAOptions{}); err != nil {
+		return fmt.Errorf("lab CA: %w", err)
+	}
+	for _, n := range s.Nodes {
+		if _, err := identity.IssueNode(s.CADir, n.Name, n.TLSDir, identity.IssueOptions{}); err != nil {
+			return fmt.Errorf("tls material of %s: %w", n.Name, err)
+		}
+	}
+	return s.save()
 }
 
 // startDaemon starts node n's meshlessd inside the node netns, in its own

@@ -172,6 +172,7 @@ func (l *Lab) up(ctx context.Context, o Options) error {
 		n.Socket = filepath.Join(n.Dir, "run", "cni.sock")
 		n.DaemonStateDir = filepath.Join(n.Dir, "state")
 		n.Log = filepath.Join(n.Dir, "meshlessd.log")
+		n.TLSDir = filepath.Join(n.Dir, "tls")
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			return fmt.Errorf("node dir: %w", err)
 		}
@@ -200,6 +201,9 @@ func (l *Lab) up(ctx context.Context, o Options) error {
 		s.Service.Endpoints = append(s.Service.Endpoints, n.Name+"/p1")
 	}
 	if err := s.writeRegistry(); err != nil {
+		return err
+	}
+	if err := s.issueTLS(); err != nil {
 		return err
 	}
 	for _, n := range s.Nodes {

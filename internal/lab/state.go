@@ -39,6 +39,9 @@ type State struct {
 	Name string `json:"name"`
 	// Dir is the lab's folder.
 	Dir string `json:"dir"`
+	// CADir holds the lab's CA (ca.crt, ca.key), outside every node's
+	// folder: as on a real cluster, no node has the CA's key.
+	CADir string `json:"caDir"`
 	// BinDir holds meshlessd and meshless-cni.
 	BinDir string `json:"binDir"`
 	// CNIBinDir is the lab's CNI_PATH: symlinks to the reference plugins
@@ -76,6 +79,9 @@ type NodeState struct {
 	DaemonStateDir string `json:"daemonStateDir"`
 	// Log is the daemon's stdout and stderr.
 	Log string `json:"log"`
+	// TLSDir is the daemon's --tls-dir: its node certificate, key and the
+	// lab CA's bundle (never the CA's key).
+	TLSDir string `json:"tlsDir"`
 	// AdminAddr is the daemon's admin address inside the node netns.
 	AdminAddr string `json:"adminAddr"`
 	// PID is the daemon's process ID, 0 when not started.

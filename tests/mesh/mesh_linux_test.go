@@ -3,6 +3,7 @@ package mesh
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/tests/harness"
 
 	"github.com/meshless/meshless/internal/lab"
@@ -40,7 +42,7 @@ func TestMesh(t *testing.T) {
 	t.Run("uds", s.testUDS)
 	t.Run("race", s.testRace)
 	t.Run("100MB", s.test100MB)
-	t.Run("malformed tunnel headers", s.testMalformedTunnelHeaders)
+	t.Run("plaintext and malformed tunnels", s.testMalformedTunnelHeaders)
 	t.Run("daemon restart", s.testDaemonRestart)
 }
 
@@ -231,37 +233,59 @@ func (s *meshSuite) testMalformedTunnelHeaders(t *testing.T) {
 	l := s.l
 	n1, n2 := node(t, l, 1), node(t, l, 2)
 	tun := addr(n2.Address, 15008)
-	bad := metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)
-	long := metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)
+	failures := func(reason string) float64 {
+		return metric(t, l, 2, `meshless_connection_failures_total{reason="`+reason+`"}`)
+	}
+	plain, bad, long := failures("tls_plaintext"), failures("bad_magic"), failures("header_too_long")
+	// Plaintext (an HTTP request, a version 1 header) never gets past the
+	// TLS handshake.
 	for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x01\x00\xff\xff" + string(make([]byte, 2000)))} {
-		err := n1.Do(func() error {
-			c, err := net.DialTimeout("tcp4", tun, 5*time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			c.Write(send)
-			_, err = io.ReadAll(c) // the daemon closes it
-			var ne net.Error
-			if err != nil && errors.As(err, &ne) && ne.Timeout() {
-				return fmt.Errorf("daemon did not close a bad tunnel: %w", err)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sendTunnel(t, n1, tun, nil, send)
+	}
+	// Inside n1's authenticated TLS, bad headers are refused one by one.
+	src, err := identity.NewSource(identity.Options{Node: n1.Name, Dir: n1.TLSDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := src.ClientConfig(n2.Name)
+	for _, send := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), []byte("MLTN\x02\x00\xff\xff" + string(make([]byte, 2000)))} {
+		sendTunnel(t, n1, tun, cfg, send)
 	}
 	testenv.Eventually(t, 5*time.Second, func() error {
-		if metric(t, l, 2, `meshless_connection_failures_total{reason="bad_magic"}`)-bad < 1 ||
-			metric(t, l, 2, `meshless_connection_failures_total{reason="header_too_long"}`)-long < 1 {
-			return errors.New("bad headers not counted")
+		if failures("tls_plaintext")-plain < 2 || failures("bad_magic")-bad < 1 || failures("header_too_long")-long < 1 {
+			return errors.New("bad tunnels not counted")
 		}
 		return nil
 	})
 	// Still up and serving.
 	check(t, l, s.client, s.podAddr(t, "n2/p1"), s.cip, 1000)
+}
+
+// sendTunnel sends send to the tunnel at tun from n's netns, in TLS with
+// cfg when it is not nil, and reads until the daemon closes.
+func sendTunnel(t *testing.T, n lab.Node, tun string, cfg *tls.Config, send []byte) {
+	t.Helper()
+	err := n.Do(func() error {
+		c, err := net.DialTimeout("tcp4", tun, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		if cfg != nil {
+			c = tls.Client(c, cfg)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(send)
+		_, err = io.ReadAll(c) // the daemon closes it
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() {
+			return fmt.Errorf("daemon did not close a bad tunnel: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testDaemonRestart kills n1's daemon and starts a new one, which must

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/meshless/meshless/daemon/app"
+	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/internal/wellknown"
 )
 
@@ -55,6 +56,8 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.StringVar(&cfg.Registry, "registry", "", "YAML registry `file` (standalone discovery)")
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig `file` (in-cluster when neither this nor --registry)")
 	fs.StringVar(&cfg.TunnelAddr, "tunnel-addr", fmt.Sprintf(":%d", wellknown.TunnelPort), "address of the cross-node tunnel listener")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "SPIFFE trust domain of node and workload identities")
+	fs.StringVar(&cfg.TLSDir, "tls-dir", "", "`folder` of this node's TLS material: ca.crt, tls.crt, tls.key (meshlessctl ca issue); re-read when it changes")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", wellknown.AdminPort), "address of /healthz, /readyz, /metrics")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close forwarded connections idle this long (0: never)")
 	fs.IntVar(&cfg.RaceFanout, "race-fanout", 0, "service endpoints dialled at once when racing (0: all)")
