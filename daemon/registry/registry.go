@@ -1,6 +1,6 @@
 // Package registry reads the YAML registry file (meshlessd --registry): the
-// mesh's nodes and services when there is no Kubernetes API, as in the local
-// lab and tests.
+// mesh's nodes, services, Meshlets and pods when there is no Kubernetes
+// API, as in the local lab and tests.
 //
 //	nodes:
 //	  - name: n1
@@ -14,26 +14,49 @@
 //	      - {name: http, port: 80, targetPort: 8080, protocol: TCP}
 //	    endpoints:
 //	      - {ip: 198.19.2.2, node: n2, labels: {version: v1}}
+//	meshlets:                        # the Meshlet resource's specs
+//	  - namespace: default
+//	    name: web
+//	    spec:
+//	      client: [{meshlet: db, service: pg}]
+//	      server:
+//	        services: [{name: web, maxConn: 100, idleTimeout: 5m}]
+//	        canary: [{version: v1, weight: 90}, {version: v2, weight: 10}]
+//	workloads:                       # the pods: identity and labels
+//	  - {namespace: default, name: web-1, ip: 198.19.2.2, node: n2,
+//	     serviceAccount: web, labels: {meshless/meshlet: web, version: v1}}
 //
 // Parse and Load validate everything and name the offending field and its
 // position, e.g. "services[1].ports[0].targetPort: must be 1-65535 (line 14)".
-// Unknown fields are ignored, so newer files still load. Watch reloads the
-// file when it changes and keeps the last good registry while the file is
-// invalid. ToModel converts a registry into the routing table's model.
+// Unknown fields are ignored, so newer files still load, except inside a
+// Meshlet: a policy with a misspelt field would not say what its author
+// meant, so there an unknown field is an error. Meshlets follow the rules
+// of package meshlet (those of the apiserver's schema), and spec and every
+// canary weight must be given.
+//
+// A file with any error is refused whole, a malformed Meshlet included:
+// Watch reports it and the caller keeps the last good registry, so a typo
+// in one Meshlet never drops the policy or the routes the file had. (The
+// Kubernetes source, where each Meshlet is its own object, leaves out only
+// the bad Meshlet.) ToModel converts a registry into the routing table's
+// model.
 package registry
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/meshlet"
 	"github.com/meshless/meshless/daemon/routes"
 )
 
@@ -43,6 +66,12 @@ type Registry struct {
 	Nodes []Node
 	// Services are the mesh's services.
 	Services []Service
+	// Meshlets are the mesh's Meshlets, valid, in the file's order;
+	// namespace "default" when omitted.
+	Meshlets []meshlet.Meshlet
+	// Workloads are the mesh's pods, in the file's order; namespace and
+	// service account "default" when omitted.
+	Workloads []meshlet.Workload
 }
 
 // Node is one node of the mesh.
@@ -173,7 +202,8 @@ func parseNodeAddress(s string) (netip.AddrPort, error) {
 }
 
 // ToModel converts the registry into the routing table's model. Ports other
-// than TCP are left out.
+// than TCP are left out; workloads and Meshlets are sorted by namespace
+// and name, as the model wants them.
 func (r *Registry) ToModel() routes.Model {
 	var m routes.Model
 	for _, n := range r.Nodes {
@@ -191,5 +221,11 @@ func (r *Registry) ToModel() routes.Model {
 		}
 		m.Services = append(m.Services, rs)
 	}
+	m.Workloads = slices.SortedFunc(slices.Values(r.Workloads), func(a, b meshlet.Workload) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	m.Meshlets = slices.SortedFunc(slices.Values(r.Meshlets), func(a, b meshlet.Meshlet) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	return m
 }

@@ -7,8 +7,8 @@ import (
 )
 
 // validator checks the raw file and builds the Registry; it collects every
-// error rather than stopping at the first. Each concern (nodes, services)
-// has its own method; the maps carry what later
+// error rather than stopping at the first. Each concern (nodes, services,
+// Meshlets, workloads) has its own method; the maps carry what later
 // entries are checked against.
 type validator struct {
 	errs []error
@@ -41,6 +41,8 @@ func (v *validator) file(raw *rawFile) *Registry {
 	for i := range raw.Services {
 		r.Services = append(r.Services, v.service(i, &raw.Services[i]))
 	}
+	r.Meshlets = v.meshlets(raw.Meshlets)
+	r.Workloads = v.workloads(raw.Workloads)
 	return r
 }
 
