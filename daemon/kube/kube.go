@@ -1,7 +1,8 @@
 // Package kube is the Kubernetes discovery source of the routing table: it
-// watches Services, EndpointSlices (discovery.k8s.io/v1), Pods and Nodes
-// with client-go informers and hands a complete routes.Model to a
-// callback after every change.
+// watches Services, EndpointSlices (discovery.k8s.io/v1), Pods, Nodes and
+// Meshlets (ext.burningxflame.github.com/v1) with client-go informers and
+// hands a complete routes.Model to a callback after every change: routes,
+// and the workloads and Meshlets the daemon's checks use.
 //
 //	cfg, err := kube.RESTConfig(kubeconfig) // "" = in-cluster
 //	src, err := kube.New(cfg, func(m routes.Model) {
@@ -26,15 +27,23 @@
 // the caches have synced, so it never sees an empty model that only means
 // "not connected yet".
 //
-// RBAC: get, list and watch on services, pods and nodes ("" group) and
-// endpointslices (discovery.k8s.io), nothing else.
+// Meshlets: the CRD (install/kubernetes/meshlet-crd.yaml) may be installed
+// after the daemons or not at all; until it is there the model has no
+// Meshlets and the source looks for it every 10-20 s. A Meshlet that fails
+// validation (what the CRD's schema could not reject) is left out of the
+// model, logged once with what to fix, and its status gets the condition
+// Accepted=False with the same message; valid ones get Accepted=True. See
+// Translate for the rest of the rules.
+//
+// RBAC: get, list and watch on services, pods and nodes ("" group),
+// endpointslices (discovery.k8s.io) and meshlets
+// (ext.burningxflame.github.com); update on meshlets/status. Nothing else.
 package kube
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -67,6 +76,9 @@ type Options struct {
 	// it must return at once (signal a channel). Read the pods with
 	// Source.PodsOnNode.
 	OnPods func()
+	// StatusDelay is the most a Meshlet status write waits, at random, so
+	// that of all the daemons usually one writes; 2 s when 0.
+	StatusDelay time.Duration
 }
 
 // Status is the source's state for status pages.
@@ -83,10 +95,13 @@ type Status struct {
 	LastUpdate time.Time `json:"lastUpdate,omitzero"`
 	// Updates counts the models delivered.
 	Updates uint64 `json:"updates"`
-	// Nodes, Services and Endpoints count the last model's items.
+	// Nodes, Services, Endpoints, Workloads and Meshlets count the last
+	// model's items.
 	Nodes     int `json:"nodes"`
 	Services  int `json:"services"`
 	Endpoints int `json:"endpoints"`
+	Workloads int `json:"workloads"`
+	Meshlets  int `json:"meshlets"`
 	// Warnings are the last translation's warnings (items left out).
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -102,6 +117,8 @@ type Source struct {
 	slices    listersdiscoveryv1.EndpointSliceLister
 	pods      listerscorev1.PodLister
 	nodes     listerscorev1.NodeLister
+	meshlets  cache.Indexer // nil when Meshlets are not watched
+	status    *statusWriter
 
 	kick     chan struct{}
 	syncedCh chan struct{}
@@ -176,6 +193,9 @@ func newSource(onModel func(routes.Model), log *slog.Logger, opts Options) *Sour
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
 	}
+	if opts.StatusDelay <= 0 {
+		opts.StatusDelay = 2 * time.Second
+	}
 	return &Source{
 		onModel:  onModel,
 		log:      log,
@@ -207,14 +227,12 @@ func (s *Source) init(lws listWatchers) {
 		UpdateFunc: func(any, any) { s.trigger() },
 		DeleteFunc: func(any) { s.trigger() },
 	}
-	// Pods change status all the time; only label and node changes matter
-	// (addresses come from the EndpointSlices).
 	pods := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { s.trigger() },
 		UpdateFunc: func(o, n any) {
 			op, ok1 := o.(*corev1.Pod)
 			np, ok2 := n.(*corev1.Pod)
-			if !ok1 || !ok2 || op.Spec.NodeName != np.Spec.NodeName || !maps.Equal(op.Labels, np.Labels) {
+			if !ok1 || !ok2 || podChanged(op, np) {
 				s.trigger()
 			}
 		},
@@ -229,12 +247,26 @@ func (s *Source) init(lws listWatchers) {
 			panic(err)
 		}
 	}
-	for _, x := range []struct {
+	handled := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
 		{svcInf, all}, {esInf, all}, {podInf, pods}, {nodeInf, all},
-	} {
+	}
+	if lws.meshlets != nil {
+		mInf := informer(lws.meshlets, &MeshletObject{})
+		must(mInf.SetTransform(trimMeshlet))
+		s.meshlets = mInf.GetIndexer()
+		if opt, ok := lws.meshlets.(*optionalResource); ok {
+			opt.haveItems = func() bool { return len(mInf.GetStore().ListKeys()) > 0 }
+		}
+		s.status = &statusWriter{update: lws.updateStatus, get: s.meshlet, log: s.log, delay: s.opts.StatusDelay}
+		handled = append(handled, struct {
+			inf cache.SharedIndexInformer
+			h   cache.ResourceEventHandler
+		}{mInf, all})
+	}
+	for _, x := range handled {
 		if _, err := x.inf.AddEventHandler(x.h); err != nil {
 			panic(err) // only fails once the informer has stopped
 		}

@@ -28,6 +28,10 @@ type Objects struct {
 	// Endpoints take their labels (and their node, when the slice does not
 	// name one) from it.
 	Pod func(namespace, name string) *corev1.Pod
+	// Pods are all the cluster's Pods, for the model's Workloads.
+	Pods []*corev1.Pod
+	// Meshlets are all the cluster's Meshlets.
+	Meshlets []*MeshletObject
 }
 
 // Translate converts Kubernetes objects into the routing table's model.
@@ -48,11 +52,13 @@ type Objects struct {
 //     resolved another number are left out of the service (each gives a
 //     warning). Without endpoints, the numeric spec targetPort is used, or
 //     the service port when it is named (no candidate uses it then).
+//   - Workloads: see workloads.go; Meshlets: see meshlets.go.
 //
 // The result always builds (routes.Build): inconsistencies the API can show
 // for a moment (an address on two nodes, overlapping pod CIDRs, a VIP of two
-// Services) are resolved by leaving the later item out, with a warning.
-// Everything is sorted, so equal inputs give equal models.
+// Services, a pod address reused) are resolved by leaving the later item
+// out, with a warning. Everything is sorted, so equal inputs give equal
+// models.
 func Translate(in Objects, tunnelPort uint16) (routes.Model, []string) {
 	t := translate(in, tunnelPort)
 	return t.model, t.warn
@@ -63,6 +69,9 @@ func Translate(in Objects, tunnelPort uint16) (routes.Model, []string) {
 type translation struct {
 	model routes.Model
 	warn  []string
+	// meshlets says, per Meshlet object, whether it is in the model and
+	// why not (for the objects' status).
+	meshlets []meshletResult
 
 	usedVIP map[netip.AddrPort]string // VIP:port -> "namespace/service"
 	ipNode  map[netip.Addr]string     // endpoint address -> node, across services
@@ -81,6 +90,8 @@ func translate(in Objects, tunnelPort uint16) *translation {
 			t.service(s, bySvc[s.Namespace+"/"+s.Name], in.Pod)
 		}
 	}
+	t.workloads(in.Pods)
+	t.translateMeshlets(in.Meshlets)
 	return t
 }
 

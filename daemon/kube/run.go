@@ -41,7 +41,7 @@ func (s *Source) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
 		return nil // ctx done
 	}
-	s.deliver(true)
+	s.deliver(ctx, true)
 	s.synced.Store(true)
 	close(s.syncedCh)
 	if s.opts.OnPods != nil {
@@ -64,7 +64,7 @@ func (s *Source) Run(ctx context.Context) error {
 			}
 		case <-timer.C:
 			pending = false
-			s.deliver(false)
+			s.deliver(ctx, false)
 		}
 	}
 }
@@ -77,9 +77,10 @@ func (s *Source) trigger() {
 }
 
 // deliver rebuilds the model from the caches and hands it on if it changed
-// (always when first).
-func (s *Source) deliver(first bool) {
-	m, warn := s.build()
+// (always when first). Warnings are logged once, when they first appear.
+func (s *Source) deliver(ctx context.Context, first bool) {
+	t := s.build()
+	m := t.model
 	s.mu.Lock()
 	changed := first || !reflect.DeepEqual(m, s.last)
 	if changed {
@@ -87,29 +88,45 @@ func (s *Source) deliver(first bool) {
 		s.st.LastUpdate = time.Now()
 		s.st.Updates++
 		s.st.Nodes, s.st.Services, s.st.Endpoints = len(m.Nodes), len(m.Services), countEndpoints(m)
+		s.st.Workloads, s.st.Meshlets = len(m.Workloads), len(m.Meshlets)
 	}
-	newWarn := !slices.Equal(warn, s.st.Warnings)
-	s.st.Warnings = warn
-	s.mu.Unlock()
-	if newWarn {
-		for _, w := range warn {
-			s.log.Warn("kubernetes discovery: " + w)
+	var fresh []string
+	for _, w := range t.warn {
+		if !slices.Contains(s.st.Warnings, w) {
+			fresh = append(fresh, w)
 		}
+	}
+	s.st.Warnings = t.warn
+	s.mu.Unlock()
+	for _, w := range fresh {
+		s.log.Warn("kubernetes discovery: " + w)
+	}
+	if s.status != nil {
+		s.status.report(ctx, t.meshlets)
 	}
 	if changed && s.onModel != nil {
 		s.onModel(m)
 	}
 }
 
-func (s *Source) build() (routes.Model, []string) {
+func (s *Source) build() *translation {
 	svcs, err1 := s.services.List(labels.Everything())
 	eps, err2 := s.slices.List(labels.Everything())
 	nodes, err3 := s.nodes.List(labels.Everything())
-	if err := errors.Join(err1, err2, err3); err != nil {
+	pods, err4 := s.pods.List(labels.Everything())
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		// Listers over an indexer do not fail; keep going with what we have.
 		s.log.Error("kubernetes discovery: list from cache", "err", err)
 	}
-	return Translate(Objects{
+	var meshlets []*MeshletObject
+	if s.meshlets != nil {
+		for _, o := range s.meshlets.List() {
+			if m, ok := o.(*MeshletObject); ok {
+				meshlets = append(meshlets, m)
+			}
+		}
+	}
+	return translate(Objects{
 		Services:       svcs,
 		EndpointSlices: eps,
 		Nodes:          nodes,
@@ -120,7 +137,22 @@ func (s *Source) build() (routes.Model, []string) {
 			}
 			return p
 		},
+		Pods:     pods,
+		Meshlets: meshlets,
 	}, s.opts.TunnelPort)
+}
+
+// meshlet returns the cached Meshlet namespace/name, or nil.
+func (s *Source) meshlet(namespace, name string) *MeshletObject {
+	if s.meshlets == nil {
+		return nil
+	}
+	o, ok, err := s.meshlets.GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
+	}
+	m, _ := o.(*MeshletObject)
+	return m
 }
 
 func (s *Source) clearErr() {
@@ -211,7 +243,7 @@ func (s *Source) Status() Status {
 
 func (s *Source) summary() string {
 	st := s.Status()
-	return fmt.Sprintf("%d nodes, %d services, %d endpoints", st.Nodes, st.Services, st.Endpoints)
+	return fmt.Sprintf("%d nodes, %d services, %d endpoints, %d workloads, %d meshlets", st.Nodes, st.Services, st.Endpoints, st.Workloads, st.Meshlets)
 }
 
 func countEndpoints(m routes.Model) int {

@@ -243,8 +243,8 @@ type Rejected struct {
 // Clashes are a namespace/name already taken and a server service name
 // already served in the same namespace (both would be the Kubernetes
 // Service of that name). Order ms by priority: the registry keeps its
-// file's order, Kubernetes discovery the creation time, so that a new
-// Meshlet never pushes out one that was there first.
+// file's order; Kubernetes discovery puts the Meshlets in use first, then
+// the older ones, so that a new Meshlet never pushes out one that works.
 func Select(ms []Meshlet) (ok []Meshlet, rejected []Rejected) {
 	names := map[nsName]bool{}
 	services := map[nsName]string{} // namespace/service -> Meshlet name
