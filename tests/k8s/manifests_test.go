@@ -26,7 +26,7 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "install", "kubernetes")
-	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml")}
+	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml"), filepath.Join(dir, "meshlet-crd.yaml")}
 
 	// Namespaced objects of a dry-run cannot land in a namespace that the
 	// same dry-run only pretends to create: create the namespace first.
@@ -83,6 +83,7 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 			canI(v, r, false)
 		}
 	}
+	meshletRBAC(canI)
 	for _, r := range []string{"secrets", "configmaps", "endpoints", "serviceaccounts", "nodes/proxy", "pods/log", "pods/status"} {
 		canI("get", r, false)
 	}
