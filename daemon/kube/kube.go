@@ -38,6 +38,11 @@
 // RBAC: get, list and watch on services, pods and nodes ("" group),
 // endpointslices (discovery.k8s.io) and meshlets
 // (ext.burningxflame.github.com); update on meshlets/status. Nothing else.
+// A missing CRD means no Meshlets, but a forbidden list of meshlets (an
+// old ClusterRole) keeps the source from syncing, as any other resource
+// would: it cannot tell which policy holds, so it delivers none rather
+// than a model without the cluster's Meshlets. Without update on the
+// status the source only logs rejected Meshlets.
 package kube
 
 import (
