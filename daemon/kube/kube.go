@@ -1,7 +1,8 @@
 // Package kube is the Kubernetes discovery source of the routing table: it
-// watches Services, EndpointSlices (discovery.k8s.io/v1), Pods and Nodes
-// with client-go informers and hands a complete routes.Model to a
-// callback after every change.
+// watches Services, EndpointSlices (discovery.k8s.io/v1), Pods, Nodes and
+// Meshlets (ext.burningxflame.github.com/v1) with client-go informers and
+// hands a complete routes.Model to a callback after every change: routes,
+// and the workloads and Meshlets the daemon's checks use.
 //
 //	cfg, err := kube.RESTConfig(kubeconfig) // "" = in-cluster
 //	src, err := kube.New(cfg, func(m routes.Model) {
@@ -26,28 +27,35 @@
 // the caches have synced, so it never sees an empty model that only means
 // "not connected yet".
 //
-// RBAC: get, list and watch on services, pods and nodes ("" group) and
-// endpointslices (discovery.k8s.io), nothing else.
+// Meshlets: the CRD (install/kubernetes/meshlet-crd.yaml) may be installed
+// after the daemons or not at all; until it is there the model has no
+// Meshlets and the source looks for it every 10-20 s. A Meshlet that fails
+// validation (what the CRD's schema could not reject) is left out of the
+// model, logged once with what to fix, and its status gets the condition
+// Accepted=False with the same message; valid ones get Accepted=True. See
+// Translate for the rest of the rules.
+//
+// RBAC: get, list and watch on services, pods and nodes ("" group),
+// endpointslices (discovery.k8s.io) and meshlets
+// (ext.burningxflame.github.com); update on meshlets/status. Nothing else.
+// A missing CRD means no Meshlets, but a forbidden list of meshlets (an
+// old ClusterRole) keeps the source from syncing, as any other resource
+// would: it cannot tell which policy holds, so it delivers none rather
+// than a model without the cluster's Meshlets. Without update on the
+// status the source only logs rejected Meshlets.
 package kube
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
-	"reflect"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	listersdiscoveryv1 "k8s.io/client-go/listers/discovery/v1"
@@ -56,11 +64,12 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 // Options tune a Source; the zero value gives the defaults.
 type Options struct {
-	// TunnelPort is the node daemons' tunnel port; DefaultTunnelPort when 0.
+	// TunnelPort is the node daemons' tunnel port; wellknown.TunnelPort when 0.
 	TunnelPort uint16
 	// Debounce is the window that collects events into one model; 50 ms
 	// when 0.
@@ -73,6 +82,9 @@ type Options struct {
 	// it must return at once (signal a channel). Read the pods with
 	// Source.PodsOnNode.
 	OnPods func()
+	// StatusDelay is the most a Meshlet status write waits, at random, so
+	// that of all the daemons usually one writes; 2 s when 0.
+	StatusDelay time.Duration
 }
 
 // Status is the source's state for status pages.
@@ -89,10 +101,13 @@ type Status struct {
 	LastUpdate time.Time `json:"lastUpdate,omitzero"`
 	// Updates counts the models delivered.
 	Updates uint64 `json:"updates"`
-	// Nodes, Services and Endpoints count the last model's items.
+	// Nodes, Services, Endpoints, Workloads and Meshlets count the last
+	// model's items.
 	Nodes     int `json:"nodes"`
 	Services  int `json:"services"`
 	Endpoints int `json:"endpoints"`
+	Workloads int `json:"workloads"`
+	Meshlets  int `json:"meshlets"`
 	// Warnings are the last translation's warnings (items left out).
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -108,6 +123,8 @@ type Source struct {
 	slices    listersdiscoveryv1.EndpointSliceLister
 	pods      listerscorev1.PodLister
 	nodes     listerscorev1.NodeLister
+	meshlets  cache.Indexer // nil when Meshlets are not watched
+	status    *statusWriter
 
 	kick     chan struct{}
 	syncedCh chan struct{}
@@ -115,11 +132,11 @@ type Source struct {
 	running  atomic.Bool
 	hasErr   atomic.Bool
 
-	mu     sync.Mutex
-	status Status
-	last   routes.Model
-	errAt  time.Time
-	err    error
+	mu    sync.Mutex
+	st    Status
+	last  routes.Model
+	errAt time.Time
+	err   error
 }
 
 // RESTConfig returns the client configuration for the kubeconfig file at
@@ -177,10 +194,13 @@ func newSource(onModel func(routes.Model), log *slog.Logger, opts Options) *Sour
 		log = slog.New(slog.DiscardHandler)
 	}
 	if opts.TunnelPort == 0 {
-		opts.TunnelPort = DefaultTunnelPort
+		opts.TunnelPort = wellknown.TunnelPort
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = 50 * time.Millisecond
+	}
+	if opts.StatusDelay <= 0 {
+		opts.StatusDelay = 2 * time.Second
 	}
 	return &Source{
 		onModel:  onModel,
@@ -213,14 +233,12 @@ func (s *Source) init(lws listWatchers) {
 		UpdateFunc: func(any, any) { s.trigger() },
 		DeleteFunc: func(any) { s.trigger() },
 	}
-	// Pods change status all the time; only label and node changes matter
-	// (addresses come from the EndpointSlices).
 	pods := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { s.trigger() },
 		UpdateFunc: func(o, n any) {
 			op, ok1 := o.(*corev1.Pod)
 			np, ok2 := n.(*corev1.Pod)
-			if !ok1 || !ok2 || op.Spec.NodeName != np.Spec.NodeName || !maps.Equal(op.Labels, np.Labels) {
+			if !ok1 || !ok2 || podChanged(op, np) {
 				s.trigger()
 			}
 		},
@@ -235,12 +253,26 @@ func (s *Source) init(lws listWatchers) {
 			panic(err)
 		}
 	}
-	for _, x := range []struct {
+	handled := []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}{
 		{svcInf, all}, {esInf, all}, {podInf, pods}, {nodeInf, all},
-	} {
+	}
+	if lws.meshlets != nil {
+		mInf := informer(lws.meshlets, &MeshletObject{})
+		must(mInf.SetTransform(trimMeshlet))
+		s.meshlets = mInf.GetIndexer()
+		if opt, ok := lws.meshlets.(*optionalResource); ok {
+			opt.haveItems = func() bool { return len(mInf.GetStore().ListKeys()) > 0 }
+		}
+		s.status = &statusWriter{update: lws.updateStatus, get: s.meshlet, log: s.log, delay: s.opts.StatusDelay}
+		handled = append(handled, struct {
+			inf cache.SharedIndexInformer
+			h   cache.ResourceEventHandler
+		}{mInf, all})
+	}
+	for _, x := range handled {
 		if _, err := x.inf.AddEventHandler(x.h); err != nil {
 			panic(err) // only fails once the informer has stopped
 		}
@@ -274,262 +306,5 @@ func (o *observer) RoundTrip(req *http.Request) (*http.Response, error) {
 func must(err error) {
 	if err != nil {
 		panic(err) // only fails once the informer has started: a bug here
-	}
-}
-
-// Run starts the informers and delivers models until ctx is done; it
-// returns nil then. It may be called once.
-func (s *Source) Run(ctx context.Context) error {
-	if !s.running.CompareAndSwap(false, true) {
-		return errors.New("kube: Run called twice")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer func() {
-		cancel() // the informers stop with ctx
-		wg.Wait()
-	}()
-	for _, inf := range s.informers {
-		wg.Go(func() { inf.Run(ctx.Done()) })
-	}
-
-	s.log.Info("kubernetes discovery: waiting for caches")
-	syncs := make([]cache.InformerSynced, 0, len(s.informers))
-	for _, inf := range s.informers {
-		syncs = append(syncs, inf.HasSynced)
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
-		return nil // ctx done
-	}
-	s.deliver(true)
-	s.synced.Store(true)
-	close(s.syncedCh)
-	if s.opts.OnPods != nil {
-		s.opts.OnPods()
-	}
-	s.log.Info("kubernetes discovery: synced", "status", s.summary())
-
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	pending := false
-	for {
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil
-		case <-s.kick:
-			if !pending {
-				pending = true
-				timer.Reset(s.opts.Debounce)
-			}
-		case <-timer.C:
-			pending = false
-			s.deliver(false)
-		}
-	}
-}
-
-func (s *Source) trigger() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// deliver rebuilds the model from the caches and hands it on if it changed
-// (always when first).
-func (s *Source) deliver(first bool) {
-	m, warn := s.build()
-	s.mu.Lock()
-	changed := first || !reflect.DeepEqual(m, s.last)
-	if changed {
-		s.last = m
-		s.status.LastUpdate = time.Now()
-		s.status.Updates++
-		s.status.Nodes, s.status.Services, s.status.Endpoints = len(m.Nodes), len(m.Services), countEndpoints(m)
-	}
-	newWarn := !slices.Equal(warn, s.status.Warnings)
-	s.status.Warnings = warn
-	s.mu.Unlock()
-	if newWarn {
-		for _, w := range warn {
-			s.log.Warn("kubernetes discovery: " + w)
-		}
-	}
-	if changed && s.onModel != nil {
-		s.onModel(m)
-	}
-}
-
-func (s *Source) build() (routes.Model, []string) {
-	svcs, err1 := s.services.List(labels.Everything())
-	eps, err2 := s.slices.List(labels.Everything())
-	nodes, err3 := s.nodes.List(labels.Everything())
-	if err := errors.Join(err1, err2, err3); err != nil {
-		// Listers over an indexer do not fail; keep going with what we have.
-		s.log.Error("kubernetes discovery: list from cache", "err", err)
-	}
-	return Translate(Objects{
-		Services:       svcs,
-		EndpointSlices: eps,
-		Nodes:          nodes,
-		Pod: func(ns, name string) *corev1.Pod {
-			p, err := s.pods.Pods(ns).Get(name)
-			if err != nil {
-				return nil
-			}
-			return p
-		},
-	}, s.opts.TunnelPort)
-}
-
-func (s *Source) clearErr() {
-	if !s.hasErr.Load() {
-		return
-	}
-	s.mu.Lock()
-	was := s.err
-	s.err = nil
-	s.hasErr.Store(false)
-	s.mu.Unlock()
-	if was != nil {
-		s.log.Info("kubernetes discovery: API server answers again")
-	}
-}
-
-func (s *Source) setErr(err error) {
-	if err == nil {
-		return
-	}
-	s.mu.Lock()
-	first := s.err == nil
-	s.err, s.errAt = err, time.Now()
-	s.hasErr.Store(true)
-	s.mu.Unlock()
-	if first {
-		s.log.Warn("kubernetes discovery: API server error; keeping the last model and retrying", "err", err)
-	} else {
-		s.log.Debug("kubernetes discovery: API server error", "err", err)
-	}
-}
-
-// HasSynced reports whether the caches synced and the first model was
-// delivered.
-func (s *Source) HasSynced() bool { return s.synced.Load() }
-
-// Synced is closed once the first model was delivered: wait on it to
-// open the pods' listeners only after the routes are known.
-func (s *Source) Synced() <-chan struct{} { return s.syncedCh }
-
-// PodsOnNode returns the cached pods scheduled on node (spec.nodeName),
-// trimmed to what the source keeps (see trimPod); nil before the caches
-// synced. The pods are shared with the cache: do not modify them.
-func (s *Source) PodsOnNode(node string) []*corev1.Pod {
-	if !s.synced.Load() {
-		return nil
-	}
-	all, err := s.pods.List(labels.Everything())
-	if err != nil {
-		return nil
-	}
-	var out []*corev1.Pod
-	for _, p := range all {
-		if p.Spec.NodeName == node {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// LastError returns the last error talking to the API server, or nil when
-// there was none since it last answered.
-func (s *Source) LastError() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// Model returns the last delivered model (the zero Model before the first).
-func (s *Source) Model() routes.Model {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last
-}
-
-// Status returns the source's state.
-func (s *Source) Status() Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.status
-	st.Synced = s.synced.Load()
-	st.Warnings = slices.Clone(st.Warnings)
-	if s.err != nil {
-		st.LastError, st.LastErrorTime = s.err.Error(), s.errAt
-	}
-	return st
-}
-
-func (s *Source) summary() string {
-	st := s.Status()
-	return fmt.Sprintf("%d nodes, %d services, %d endpoints", st.Nodes, st.Services, st.Endpoints)
-}
-
-func countEndpoints(m routes.Model) int {
-	n := 0
-	for _, s := range m.Services {
-		n += len(s.Endpoints)
-	}
-	return n
-}
-
-// trimPod keeps what the model and the enrollment of running pods use of a
-// Pod: identity, labels, the meshless.io/ annotations, node, hostNetwork,
-// phase and addresses.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil // a DeletedFinalStateUnknown tombstone
-	}
-	meta := metav1ObjectMeta(p.ObjectMeta)
-	meta.DeletionTimestamp = p.DeletionTimestamp // terminating pods are not enrolled
-	for k, v := range p.Annotations {
-		if strings.HasPrefix(k, "meshless.io/") {
-			if meta.Annotations == nil {
-				meta.Annotations = map[string]string{}
-			}
-			meta.Annotations[k] = v
-		}
-	}
-	return &corev1.Pod{
-		TypeMeta:   p.TypeMeta,
-		ObjectMeta: meta,
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
-		Status:     corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
-	}, nil
-}
-
-// trimNode keeps what the model uses of a Node: identity, pod CIDRs,
-// addresses.
-func trimNode(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
-	return &corev1.Node{
-		TypeMeta:   n.TypeMeta,
-		ObjectMeta: metav1ObjectMeta(n.ObjectMeta),
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
-		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
-	}, nil
-}
-
-func metav1ObjectMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name:            m.Name,
-		Namespace:       m.Namespace,
-		UID:             m.UID,
-		ResourceVersion: m.ResourceVersion,
-		Labels:          m.Labels,
 	}
 }

@@ -210,6 +210,13 @@ func TestNewNeedsConfig(t *testing.T) {
 // daemon itself never links the clientset (see client.go).
 func NewForClient(cs kubernetes.Interface, onModel func(routes.Model), log *slog.Logger, opts Options) *Source {
 	s := newSource(onModel, log, opts)
+	s.init(clientListWatchers(cs))
+	return s
+}
+
+// clientListWatchers returns list-watchers over a (fake) clientset; it
+// has no Meshlet type, so they do not watch Meshlets.
+func clientListWatchers(cs kubernetes.Interface) listWatchers {
 	lw := func(list func(context.Context, metav1.ListOptions) (runtime.Object, error), watch func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
 		// The fake clientset cannot stream lists (WatchList): say so, as
 		// the generated informers do, so the reflector lists instead.
@@ -218,7 +225,7 @@ func NewForClient(cs kubernetes.Interface, onModel func(routes.Model), log *slog
 			WatchFuncWithContext: watch,
 		}, cs)
 	}
-	s.init(listWatchers{
+	return listWatchers{
 		services: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Services("").List(ctx, o)
 		},
@@ -243,6 +250,5 @@ func NewForClient(cs kubernetes.Interface, onModel func(routes.Model), log *slog
 			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 				return cs.CoreV1().Nodes().Watch(ctx, o)
 			}),
-	})
-	return s
+	}
 }

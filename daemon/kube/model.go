@@ -3,7 +3,6 @@ package kube
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 
@@ -12,9 +11,6 @@ import (
 
 	"github.com/meshless/meshless/daemon/routes"
 )
-
-// DefaultTunnelPort is the port of the node daemons' tunnel listener.
-const DefaultTunnelPort = 15008
 
 // Objects are the Kubernetes objects a model is translated from.
 type Objects struct {
@@ -29,6 +25,10 @@ type Objects struct {
 	// Endpoints take their labels (and their node, when the slice does not
 	// name one) from it.
 	Pod func(namespace, name string) *corev1.Pod
+	// Pods are all the cluster's Pods, for the model's Workloads.
+	Pods []*corev1.Pod
+	// Meshlets are all the cluster's Meshlets.
+	Meshlets []*MeshletObject
 }
 
 // Translate converts Kubernetes objects into the routing table's model.
@@ -49,18 +49,55 @@ type Objects struct {
 //     resolved another number are left out of the service (each gives a
 //     warning). Without endpoints, the numeric spec targetPort is used, or
 //     the service port when it is named (no candidate uses it then).
+//   - Workloads: see workloads.go; Meshlets: see meshlets.go.
 //
 // The result always builds (routes.Build): inconsistencies the API can show
 // for a moment (an address on two nodes, overlapping pod CIDRs, a VIP of two
-// Services) are resolved by leaving the later item out, with a warning.
-// Everything is sorted, so equal inputs give equal models.
+// Services, a pod address reused) are resolved by leaving the later item
+// out, with a warning. Everything is sorted, so equal inputs give equal
+// models.
 func Translate(in Objects, tunnelPort uint16) (routes.Model, []string) {
-	var m routes.Model
-	var warn []string
-	warnf := func(format string, args ...any) { warn = append(warn, fmt.Sprintf(format, args...)) }
+	t := translate(in, tunnelPort)
+	return t.model, t.warn
+}
 
-	// Nodes.
-	nodes := slices.Clone(in.Nodes)
+// translation is one Translate in progress, with what later items are
+// checked against.
+type translation struct {
+	model routes.Model
+	warn  []string
+	// meshlets says, per Meshlet object, whether it is in the model and
+	// why not (for the objects' status).
+	meshlets []meshletResult
+
+	usedVIP map[netip.AddrPort]string // VIP:port -> "namespace/service"
+	ipNode  map[netip.Addr]string     // endpoint address -> node, across services
+}
+
+func translate(in Objects, tunnelPort uint16) *translation {
+	t := &translation{usedVIP: map[netip.AddrPort]string{}, ipNode: map[netip.Addr]string{}}
+	t.nodes(in.Nodes, tunnelPort)
+	bySvc := slicesByService(in.EndpointSlices)
+	services := slices.Clone(in.Services)
+	slices.SortFunc(services, func(a, b *corev1.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for _, s := range services {
+		if s != nil {
+			t.service(s, bySvc[s.Namespace+"/"+s.Name], in.Pod)
+		}
+	}
+	t.workloads(in.Pods)
+	t.translateMeshlets(in.Meshlets)
+	return t
+}
+
+func (t *translation) warnf(format string, args ...any) {
+	t.warn = append(t.warn, fmt.Sprintf(format, args...))
+}
+
+func (t *translation) nodes(in []*corev1.Node, tunnelPort uint16) {
+	nodes := slices.Clone(in)
 	slices.SortFunc(nodes, func(a, b *corev1.Node) int { return cmp.Compare(a.Name, b.Name) })
 	var cidrs []netip.Prefix
 	cidrOwner := map[netip.Prefix]string{}
@@ -79,226 +116,20 @@ func Translate(in Objects, tunnelPort uint16) (routes.Model, []string) {
 		for _, s := range specCIDRs {
 			p, err := netip.ParsePrefix(s)
 			if err != nil {
-				warnf("node %s: pod CIDR %q: %v", n.Name, s, err)
+				t.warnf("node %s: pod CIDR %q: %v", n.Name, s, err)
 				continue
 			}
 			p = p.Masked()
 			if i := slices.IndexFunc(cidrs, p.Overlaps); i >= 0 {
-				warnf("node %s: pod CIDR %s overlaps %s of node %s; left out", n.Name, p, cidrs[i], cidrOwner[cidrs[i]])
+				t.warnf("node %s: pod CIDR %s overlaps %s of node %s; left out", n.Name, p, cidrs[i], cidrOwner[cidrs[i]])
 				continue
 			}
 			cidrs = append(cidrs, p)
 			cidrOwner[p] = n.Name
 			node.PodCIDRs = append(node.PodCIDRs, p)
 		}
-		m.Nodes = append(m.Nodes, node)
+		t.model.Nodes = append(t.model.Nodes, node)
 	}
-
-	// EndpointSlices by "namespace/service".
-	slicesBySvc := map[string][]*discoveryv1.EndpointSlice{}
-	for _, es := range in.EndpointSlices {
-		if es == nil {
-			continue
-		}
-		svc := es.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
-			continue
-		}
-		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
-			continue
-		}
-		k := es.Namespace + "/" + svc
-		slicesBySvc[k] = append(slicesBySvc[k], es)
-	}
-	for _, l := range slicesBySvc {
-		slices.SortFunc(l, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
-	}
-
-	services := slices.Clone(in.Services)
-	slices.SortFunc(services, func(a, b *corev1.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	usedVIP := map[netip.AddrPort]string{}
-	ipNode := map[netip.Addr]string{} // endpoint address -> node, across services
-	for _, s := range services {
-		if s == nil {
-			continue
-		}
-		id := s.Namespace + "/" + s.Name
-		vips := serviceVIPs(s, warnf)
-		if len(vips) == 0 {
-			continue // headless or ExternalName: no VIP to route
-		}
-		svc := routes.Service{Namespace: s.Namespace, Name: s.Name, VIPs: vips}
-
-		// The service's TCP ports.
-		type portInfo struct {
-			sp       corev1.ServicePort
-			fallback uint16
-		}
-		var ports []portInfo
-		seenPort := map[int32]bool{}
-		for _, sp := range s.Spec.Ports {
-			if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-				continue
-			}
-			if sp.Port <= 0 || sp.Port > 65535 || seenPort[sp.Port] {
-				continue // invalid, or a duplicate the API would not accept
-			}
-			seenPort[sp.Port] = true
-			fb := uint16(sp.Port)
-			if sp.TargetPort.IntVal > 0 && sp.TargetPort.IntVal <= 65535 && sp.TargetPort.StrVal == "" {
-				fb = uint16(sp.TargetPort.IntVal)
-			}
-			ports = append(ports, portInfo{sp, fb})
-		}
-
-		// The ready endpoints, one per address, with the ports their slice
-		// resolved (by service port name).
-		type ep struct {
-			routes.Endpoint
-			ports map[string]uint16
-		}
-		var eps []ep
-		seen := map[netip.Addr]int{}
-		for _, es := range slicesBySvc[id] {
-			resolved := map[string]uint16{}
-			for _, p := range es.Ports {
-				if p.Port == nil || *p.Port <= 0 || *p.Port > 65535 {
-					continue
-				}
-				if p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP {
-					continue
-				}
-				name := ""
-				if p.Name != nil {
-					name = *p.Name
-				}
-				resolved[name] = uint16(*p.Port)
-			}
-			for _, e := range es.Endpoints {
-				if e.Conditions.Ready != nil && !*e.Conditions.Ready {
-					continue
-				}
-				var pod *corev1.Pod
-				if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" && in.Pod != nil {
-					ns := cmp.Or(ref.Namespace, es.Namespace)
-					pod = in.Pod(ns, ref.Name)
-				}
-				node := ""
-				if e.NodeName != nil {
-					node = *e.NodeName
-				} else if pod != nil {
-					node = pod.Spec.NodeName
-				}
-				var labels map[string]string
-				if pod != nil && len(pod.Labels) > 0 {
-					labels = maps.Clone(pod.Labels)
-				}
-				for _, a := range e.Addresses {
-					ip, err := netip.ParseAddr(a)
-					if err != nil {
-						warnf("service %s: endpoint address %q: %v", id, a, err)
-						continue
-					}
-					ip = ip.Unmap()
-					if i, dup := seen[ip]; dup {
-						// The same address in two slices (the controller
-						// moving it): keep the first, fill in a node.
-						if eps[i].Node == "" {
-							eps[i].Node = node
-						}
-						continue
-					}
-					seen[ip] = len(eps)
-					eps = append(eps, ep{routes.Endpoint{IP: ip, Node: node, Labels: labels}, resolved})
-				}
-			}
-		}
-
-		// One target port per service port: the one most endpoints resolved.
-		excluded := map[int]bool{}
-		for _, pi := range ports {
-			count := map[uint16]int{}
-			for _, e := range eps {
-				if n, ok := e.ports[pi.sp.Name]; ok {
-					count[n]++
-				}
-			}
-			target := pi.fallback
-			best := 0
-			for n, c := range count {
-				if c > best || (c == best && n < target) {
-					target, best = n, c
-				}
-			}
-			for i, e := range eps {
-				if n, ok := e.ports[pi.sp.Name]; ok && n != target && !excluded[i] {
-					excluded[i] = true
-					warnf("service %s: endpoint %s serves port %q on %d, the others on %d; left out", id, e.IP, pi.sp.Name, n, target)
-				}
-			}
-			svc.Ports = append(svc.Ports, routes.ServicePort{Name: pi.sp.Name, Port: uint16(pi.sp.Port), TargetPort: target})
-		}
-
-		// VIPs already taken (possible for a moment while one Service is
-		// deleted and another created): leave the port out.
-		for _, v := range svc.VIPs {
-			for _, p := range svc.Ports {
-				ap := netip.AddrPortFrom(v, p.Port)
-				if other, dup := usedVIP[ap]; dup {
-					warnf("service %s: %s is also service %s; service left out", id, ap, other)
-					svc.VIPs = nil
-				}
-			}
-		}
-		if svc.VIPs == nil {
-			continue
-		}
-		for _, v := range svc.VIPs {
-			for _, p := range svc.Ports {
-				usedVIP[netip.AddrPortFrom(v, p.Port)] = id
-			}
-		}
-
-		for i, e := range eps {
-			if excluded[i] {
-				continue
-			}
-			if prev, ok := ipNode[e.IP]; ok && prev != e.Node {
-				warnf("service %s: endpoint %s on node %q is also on node %q; left out", id, e.IP, e.Node, prev)
-				continue
-			}
-			ipNode[e.IP] = e.Node
-			svc.Endpoints = append(svc.Endpoints, e.Endpoint)
-		}
-		slices.SortFunc(svc.Endpoints, func(a, b routes.Endpoint) int { return a.IP.Compare(b.IP) })
-		m.Services = append(m.Services, svc)
-	}
-	return m, warn
-}
-
-func serviceVIPs(s *corev1.Service, warnf func(string, ...any)) []netip.Addr {
-	ips := s.Spec.ClusterIPs
-	if len(ips) == 0 && s.Spec.ClusterIP != "" {
-		ips = []string{s.Spec.ClusterIP}
-	}
-	var vips []netip.Addr
-	for _, v := range ips {
-		if v == "" || v == corev1.ClusterIPNone {
-			continue
-		}
-		ip, err := netip.ParseAddr(v)
-		if err != nil {
-			warnf("service %s/%s: cluster IP %q: %v", s.Namespace, s.Name, v, err)
-			continue
-		}
-		ip = ip.Unmap()
-		if !slices.Contains(vips, ip) {
-			vips = append(vips, ip)
-		}
-	}
-	return vips
 }
 
 // nodeAddress returns the node's first InternalIP, else its first

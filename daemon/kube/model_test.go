@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshless/meshless/daemon/routes"
+	"github.com/meshless/meshless/internal/wellknown"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -108,7 +110,7 @@ func TestTranslate(t *testing.T) {
 // checkTranslate checks the model and warnings of tt, and that the model
 // builds and is the same on a second run.
 func checkTranslate(t *testing.T, tt translateCase) {
-	got, warn := Translate(tt.in, DefaultTunnelPort)
+	got, warn := Translate(tt.in, wellknown.TunnelPort)
 	if !reflect.DeepEqual(got, tt.want) {
 		t.Errorf("model:\n got %+v\nwant %+v", got, tt.want)
 	}
@@ -126,7 +128,7 @@ func checkTranslate(t *testing.T, tt translateCase) {
 		t.Errorf("routes.Build: %v", err)
 	}
 	// Deterministic.
-	again, _ := Translate(tt.in, DefaultTunnelPort)
+	again, _ := Translate(tt.in, wellknown.TunnelPort)
 	if !reflect.DeepEqual(got, again) {
 		t.Errorf("not deterministic")
 	}
@@ -366,10 +368,24 @@ func TestTranslateAlwaysBuilds(t *testing.T) {
 				}
 				in.EndpointSlices = append(in.EndpointSlices, slice(ns, name, fmt.Sprintf("%s-%d", name, k), sp, eps...))
 			}
-			pods = append(pods, pod(ns, fmt.Sprintf("p%d", pick(4)), fmt.Sprintf("n%d", pick(4)), map[string]string{"i": fmt.Sprint(i)}))
+			p := pod(ns, fmt.Sprintf("p%d", pick(4)), fmt.Sprintf("n%d", pick(4)), map[string]string{"i": fmt.Sprint(i), "meshless/meshlet": fmt.Sprintf("m%d", pick(3))})
+			// Addresses reused across pods, pods listed twice, finished pods.
+			for range pick(3) {
+				p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: fmt.Sprintf("198.19.%d.%d", pick(4), pick(4))})
+			}
+			if pick(4) == 0 {
+				p.Status.Phase = corev1.PodSucceeded
+			}
+			pods = append(pods, p)
 		}
 		in.Pod = podFunc(pods...)
-		m, _ := Translate(in, DefaultTunnelPort)
+		in.Pods = pods
+		// Meshlets that clash on names and services, some invalid.
+		for i := range pick(5) {
+			spec := fmt.Sprintf(`{"server":{"services":[{"name":"s%d","maxConn":%d}]}}`, pick(3), pick(3)-1)
+			in.Meshlets = append(in.Meshlets, meshletObj(fmt.Sprintf("ns%d", pick(2)), fmt.Sprintf("m%d", pick(3)), time.Duration(i), spec))
+		}
+		m, _ := Translate(in, wellknown.TunnelPort)
 		if _, err := routes.Build(m, "n0"); err != nil {
 			t.Fatalf("iteration %d: %v\nmodel %+v", iter, err, m)
 		}

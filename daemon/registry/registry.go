@@ -1,6 +1,6 @@
 // Package registry reads the YAML registry file (meshlessd --registry): the
-// mesh's nodes and services when there is no Kubernetes API, as in the local
-// lab and tests.
+// mesh's nodes, services, Meshlets and pods when there is no Kubernetes
+// API, as in the local lab and tests.
 //
 //	nodes:
 //	  - name: n1
@@ -14,25 +14,48 @@
 //	      - {name: http, port: 80, targetPort: 8080, protocol: TCP}
 //	    endpoints:
 //	      - {ip: 198.19.2.2, node: n2, labels: {version: v1}}
+//	meshlets:                        # the Meshlet resource's specs
+//	  - namespace: default
+//	    name: web
+//	    spec:
+//	      client: [{meshlet: db, service: pg}]
+//	      server:
+//	        services: [{name: web, maxConn: 100, idleTimeout: 5m}]
+//	        canary: [{version: v1, weight: 90}, {version: v2, weight: 10}]
+//	workloads:                       # the pods: identity and labels
+//	  - {namespace: default, name: web-1, ip: 198.19.2.2, node: n2,
+//	     serviceAccount: web, labels: {meshless/meshlet: web, version: v1}}
 //
 // Parse and Load validate everything and name the offending field and its
 // position, e.g. "services[1].ports[0].targetPort: must be 1-65535 (line 14)".
-// Unknown fields are ignored, so newer files still load. Watch reloads the
-// file when it changes and keeps the last good registry while the file is
-// invalid. ToModel converts a registry into the routing table's model.
+// Unknown fields are ignored, so newer files still load, except inside a
+// Meshlet: a policy with a misspelt field would not say what its author
+// meant, so there an unknown field is an error. Meshlets follow the rules
+// of package meshlet (those of the apiserver's schema), and spec and every
+// canary weight must be given.
+//
+// A file with any error is refused whole, a malformed Meshlet included:
+// Watch reports it and the caller keeps the last good registry, so a typo
+// in one Meshlet never drops the policy or the routes the file had. (The
+// Kubernetes source, where each Meshlet is its own object, leaves out only
+// the bad Meshlet.) ToModel converts a registry into the routing table's
+// model.
 package registry
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meshless/meshless/daemon/meshlet"
 	"github.com/meshless/meshless/daemon/routes"
 	"github.com/meshless/meshless/internal/wellknown"
 )
@@ -43,6 +66,12 @@ type Registry struct {
 	Nodes []Node
 	// Services are the mesh's services.
 	Services []Service
+	// Meshlets are the mesh's Meshlets, valid, in the file's order;
+	// namespace "default" when omitted.
+	Meshlets []meshlet.Meshlet
+	// Workloads are the mesh's pods, in the file's order; namespace and
+	// service account "default" when omitted.
+	Workloads []meshlet.Workload
 }
 
 // Node is one node of the mesh.
@@ -112,70 +141,6 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
 }
 
-// The raw file, as YAML gives it. Numbers are ints so that out-of-range
-// values are reported as such rather than as YAML type errors.
-type rawFile struct {
-	Nodes    []rawNode    `yaml:"nodes"`
-	Services []rawService `yaml:"services"`
-}
-
-type rawNode struct {
-	line     int
-	Name     string   `yaml:"name"`
-	Address  string   `yaml:"address"`
-	PodCIDRs []string `yaml:"podCIDRs"`
-}
-
-type rawService struct {
-	line      int
-	Namespace string        `yaml:"namespace"`
-	Name      string        `yaml:"name"`
-	VIPs      []string      `yaml:"vips"`
-	Ports     []rawPort     `yaml:"ports"`
-	Endpoints []rawEndpoint `yaml:"endpoints"`
-}
-
-type rawPort struct {
-	line       int
-	Name       string `yaml:"name"`
-	Port       *int   `yaml:"port"`
-	TargetPort *int   `yaml:"targetPort"`
-	Protocol   string `yaml:"protocol"`
-}
-
-type rawEndpoint struct {
-	line   int
-	IP     string            `yaml:"ip"`
-	Node   string            `yaml:"node"`
-	Labels map[string]string `yaml:"labels"`
-}
-
-// The UnmarshalYAML methods record where each entry starts in the file.
-
-func (r *rawNode) UnmarshalYAML(n *yaml.Node) error {
-	type plain rawNode
-	r.line = n.Line
-	return n.Decode((*plain)(r))
-}
-
-func (r *rawService) UnmarshalYAML(n *yaml.Node) error {
-	type plain rawService
-	r.line = n.Line
-	return n.Decode((*plain)(r))
-}
-
-func (r *rawPort) UnmarshalYAML(n *yaml.Node) error {
-	type plain rawPort
-	r.line = n.Line
-	return n.Decode((*plain)(r))
-}
-
-func (r *rawEndpoint) UnmarshalYAML(n *yaml.Node) error {
-	type plain rawEndpoint
-	r.line = n.Line
-	return n.Decode((*plain)(r))
-}
-
 // Load reads and validates the registry file at path.
 func Load(path string) (*Registry, error) {
 	b, err := os.ReadFile(path)
@@ -218,151 +183,6 @@ func Parse(b []byte) (*Registry, error) {
 	return r, nil
 }
 
-type validator struct{ errs []error }
-
-func (v *validator) fail(line int, path, format string, args ...any) {
-	v.errs = append(v.errs, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (v *validator) file(raw *rawFile) *Registry {
-	r := &Registry{}
-	nodes := map[string]bool{}
-	type cidrOwner struct {
-		p    netip.Prefix
-		path string
-	}
-	var cidrs []cidrOwner
-	for i, rn := range raw.Nodes {
-		at := fmt.Sprintf("nodes[%d]", i)
-		n := Node{Name: rn.Name}
-		switch {
-		case rn.Name == "":
-			v.fail(rn.line, at+".name", "required")
-		case nodes[rn.Name]:
-			v.fail(rn.line, at+".name", "duplicate node %q", rn.Name)
-		}
-		nodes[rn.Name] = true
-		if a, err := parseNodeAddress(rn.Address); err != nil {
-			v.fail(rn.line, at+".address", "%s", err.Error())
-		} else {
-			n.Address = a
-		}
-		for j, s := range rn.PodCIDRs {
-			pat := fmt.Sprintf("%s.podCIDRs[%d]", at, j)
-			p, err := netip.ParsePrefix(strings.TrimSpace(s))
-			if err != nil {
-				v.fail(rn.line, pat, "invalid CIDR %q", s)
-				continue
-			}
-			p = p.Masked()
-			for _, o := range cidrs {
-				if o.p.Overlaps(p) {
-					v.fail(rn.line, pat, "%s overlaps %s (%s)", p, o.p, o.path)
-				}
-			}
-			cidrs = append(cidrs, cidrOwner{p, pat})
-			n.PodCIDRs = append(n.PodCIDRs, p)
-		}
-		r.Nodes = append(r.Nodes, n)
-	}
-
-	services := map[string]bool{}
-	vipPorts := map[string]string{} // "vip/proto/port" -> path
-	endpointNode := map[netip.Addr]string{}
-	for i, rs := range raw.Services {
-		at := fmt.Sprintf("services[%d]", i)
-		s := Service{Namespace: rs.Namespace, Name: rs.Name}
-		if s.Namespace == "" {
-			s.Namespace = "default"
-		}
-		if rs.Name == "" {
-			v.fail(rs.line, at+".name", "required")
-		} else if id := s.Namespace + "/" + s.Name; services[id] {
-			v.fail(rs.line, at+".name", "duplicate service %s", id)
-		} else {
-			services[id] = true
-		}
-		for j, str := range rs.VIPs {
-			a, err := netip.ParseAddr(strings.TrimSpace(str))
-			if err != nil {
-				v.fail(rs.line, fmt.Sprintf("%s.vips[%d]", at, j), "invalid IP %q", str)
-				continue
-			}
-			s.VIPs = append(s.VIPs, a.Unmap())
-		}
-		names := map[string]bool{}
-		for j, rp := range rs.Ports {
-			pat := fmt.Sprintf("%s.ports[%d]", at, j)
-			p := Port{Name: rp.Name, Protocol: strings.ToUpper(rp.Protocol)}
-			if p.Protocol == "" {
-				p.Protocol = "TCP"
-			}
-			if p.Protocol != "TCP" && p.Protocol != "UDP" && p.Protocol != "SCTP" {
-				v.fail(rp.line, pat+".protocol", "must be TCP, UDP or SCTP, not %q", rp.Protocol)
-			}
-			if rp.Name != "" {
-				if names[rp.Name] {
-					v.fail(rp.line, pat+".name", "duplicate port name %q", rp.Name)
-				}
-				names[rp.Name] = true
-			}
-			if rp.Port == nil {
-				v.fail(rp.line, pat+".port", "required")
-			} else if *rp.Port < 1 || *rp.Port > 65535 {
-				v.fail(rp.line, pat+".port", "must be 1-65535")
-			} else {
-				p.Port = uint16(*rp.Port)
-			}
-			switch {
-			case rp.TargetPort == nil:
-				p.TargetPort = p.Port
-			case *rp.TargetPort < 1 || *rp.TargetPort > 65535:
-				v.fail(rp.line, pat+".targetPort", "must be 1-65535")
-			default:
-				p.TargetPort = uint16(*rp.TargetPort)
-			}
-			if p.Port != 0 {
-				for _, vip := range s.VIPs {
-					key := netip.AddrPortFrom(vip, p.Port).String() + "/" + p.Protocol
-					if prev, dup := vipPorts[key]; dup {
-						v.fail(rp.line, pat+".port", "%s is also %s", key, prev)
-					} else {
-						vipPorts[key] = pat
-					}
-				}
-			}
-			s.Ports = append(s.Ports, p)
-		}
-		for j, re := range rs.Endpoints {
-			pat := fmt.Sprintf("%s.endpoints[%d]", at, j)
-			e := Endpoint{Node: re.Node, Labels: re.Labels}
-			a, err := netip.ParseAddr(strings.TrimSpace(re.IP))
-			switch {
-			case re.IP == "":
-				v.fail(re.line, pat+".ip", "required")
-			case err != nil:
-				v.fail(re.line, pat+".ip", "invalid IP %q", re.IP)
-			default:
-				e.IP = a.Unmap()
-			}
-			switch {
-			case re.Node == "":
-				v.fail(re.line, pat+".node", "required")
-			case !nodes[re.Node]:
-				v.fail(re.line, pat+".node", "unknown node %q", re.Node)
-			case e.IP.IsValid():
-				if prev, ok := endpointNode[e.IP]; ok && prev != re.Node {
-					v.fail(re.line, pat+".node", "%s is already an endpoint on node %q", e.IP, prev)
-				}
-				endpointNode[e.IP] = re.Node
-			}
-			s.Endpoints = append(s.Endpoints, e)
-		}
-		r.Services = append(r.Services, s)
-	}
-	return r
-}
-
 func parseNodeAddress(s string) (netip.AddrPort, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -382,7 +202,8 @@ func parseNodeAddress(s string) (netip.AddrPort, error) {
 }
 
 // ToModel converts the registry into the routing table's model. Ports other
-// than TCP are left out.
+// than TCP are left out; workloads and Meshlets are sorted by namespace
+// and name, as the model wants them.
 func (r *Registry) ToModel() routes.Model {
 	var m routes.Model
 	for _, n := range r.Nodes {
@@ -400,5 +221,11 @@ func (r *Registry) ToModel() routes.Model {
 		}
 		m.Services = append(m.Services, rs)
 	}
+	m.Workloads = slices.SortedFunc(slices.Values(r.Workloads), func(a, b meshlet.Workload) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	m.Meshlets = slices.SortedFunc(slices.Values(r.Meshlets), func(a, b meshlet.Meshlet) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	return m
 }

@@ -13,6 +13,15 @@
 // YAML registry, the Kubernetes API) converts into. Each Update builds a new
 // immutable Snapshot and swaps it in atomically, so Lookup takes no lock and
 // does not allocate.
+//
+// The same snapshot carries what the access-control, canary, maxConn and
+// identity checks need, indexed (see package meshlet), so that a
+// connection's route and its checks agree:
+//
+//	s := t.Snapshot()
+//	w := s.Workload(src.Addr())          // the source pod, or nil
+//	m := s.MeshletOf(w)                  // the Meshlet it joined, or nil
+//	to, svc := s.MeshletService(ns, name) // the Meshlet serving Service ns/name
 package routes
 
 import (
@@ -20,6 +29,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+
+	"github.com/meshless/meshless/daemon/meshlet"
 )
 
 // Model is the discovery-neutral description of the mesh that a Snapshot is
@@ -29,6 +40,12 @@ type Model struct {
 	Nodes []Node
 	// Services are the mesh's services with their endpoints.
 	Services []Service
+	// Workloads are the mesh's pods with their identity and labels, for
+	// the checks; sources give them sorted by namespace and name.
+	Workloads []meshlet.Workload
+	// Meshlets are the valid Meshlets (sources leave the others out),
+	// sorted by namespace and name.
+	Meshlets []meshlet.Meshlet
 }
 
 // Node is one node of the mesh.
@@ -153,6 +170,8 @@ type Snapshot struct {
 	bits     []int                      // distinct CIDR lengths, longest first
 	nodes    map[string]*nodeInfo
 	model    Model
+	// mesh indexes the workloads and Meshlets; Lookup never reads it.
+	mesh *meshlet.Index
 }
 
 // Build validates m and returns the snapshot for the node named self (self
@@ -167,23 +186,40 @@ func Build(m Model, self string) (*Snapshot, error) {
 		nodes:    map[string]*nodeInfo{},
 		model:    m,
 	}
-	for i, n := range m.Nodes {
+	if err := s.addNodes(m.Nodes); err != nil {
+		return nil, err
+	}
+	for i, svc := range m.Services {
+		if err := s.addService(i, svc); err != nil {
+			return nil, err
+		}
+	}
+	mesh, err := meshlet.NewIndex(m.Workloads, m.Meshlets)
+	if err != nil {
+		return nil, err
+	}
+	s.mesh = mesh
+	return s, nil
+}
+
+func (s *Snapshot) addNodes(nodes []Node) error {
+	for i, n := range nodes {
 		if n.Name == "" {
-			return nil, fmt.Errorf("nodes[%d]: empty name", i)
+			return fmt.Errorf("nodes[%d]: empty name", i)
 		}
 		if _, dup := s.nodes[n.Name]; dup {
-			return nil, fmt.Errorf("nodes[%d]: duplicate node %q", i, n.Name)
+			return fmt.Errorf("nodes[%d]: duplicate node %q", i, n.Name)
 		}
-		ni := &nodeInfo{name: n.Name, tunnel: unmapAP(n.Tunnel), local: n.Name == self}
+		ni := &nodeInfo{name: n.Name, tunnel: unmapAP(n.Tunnel), local: n.Name == s.self}
 		s.nodes[n.Name] = ni
 		for j, p := range n.PodCIDRs {
 			if !p.IsValid() {
-				return nil, fmt.Errorf("nodes[%d].podCIDRs[%d]: invalid prefix", i, j)
+				return fmt.Errorf("nodes[%d].podCIDRs[%d]: invalid prefix", i, j)
 			}
 			p = unmapPrefix(p).Masked()
 			for q, other := range s.cidrs {
 				if q.Overlaps(p) {
-					return nil, fmt.Errorf("nodes[%d].podCIDRs[%d]: %s overlaps %s of node %q", i, j, p, q, other.name)
+					return fmt.Errorf("nodes[%d].podCIDRs[%d]: %s overlaps %s of node %q", i, j, p, q, other.name)
 				}
 			}
 			s.cidrs[p] = ni
@@ -193,61 +229,63 @@ func Build(m Model, self string) (*Snapshot, error) {
 		}
 	}
 	slices.SortFunc(s.bits, func(a, b int) int { return b - a })
+	return nil
+}
 
-	for i, svc := range m.Services {
-		id := svc.Namespace + "/" + svc.Name
-		type epInfo struct {
-			ip     netip.Addr
-			node   *nodeInfo
-			labels map[string]string
+// addService adds services[i]: its endpoints, and a route per VIP and port.
+func (s *Snapshot) addService(i int, svc Service) error {
+	id := svc.Namespace + "/" + svc.Name
+	type epInfo struct {
+		ip     netip.Addr
+		node   *nodeInfo
+		labels map[string]string
+	}
+	eps := make([]epInfo, 0, len(svc.Endpoints))
+	for j, ep := range svc.Endpoints {
+		if !ep.IP.IsValid() {
+			return fmt.Errorf("services[%d].endpoints[%d]: invalid ip", i, j)
 		}
-		eps := make([]epInfo, 0, len(svc.Endpoints))
-		for j, ep := range svc.Endpoints {
-			if !ep.IP.IsValid() {
-				return nil, fmt.Errorf("services[%d].endpoints[%d]: invalid ip", i, j)
-			}
-			ip := ep.IP.Unmap()
-			ni := s.nodes[ep.Node]
-			if ni == nil {
-				ni = &nodeInfo{name: ep.Node, local: ep.Node != "" && ep.Node == self}
-			}
-			if prev, ok := s.pods[ip]; ok && prev.name != ni.name {
-				return nil, fmt.Errorf("services[%d].endpoints[%d]: %s is on node %q and %q", i, j, ip, prev.name, ni.name)
-			}
-			s.pods[ip] = ni
-			eps = append(eps, epInfo{ip, ni, ep.Labels})
+		ip := ep.IP.Unmap()
+		ni := s.nodes[ep.Node]
+		if ni == nil {
+			ni = &nodeInfo{name: ep.Node, local: ep.Node != "" && ep.Node == s.self}
 		}
-		for j, p := range svc.Ports {
-			if p.Port == 0 || p.TargetPort == 0 {
-				return nil, fmt.Errorf("services[%d].ports[%d]: zero port", i, j)
-			}
-			cands := make([]Candidate, 0, len(eps))
-			for _, e := range eps {
-				cands = append(cands, Candidate{
-					Addr:   netip.AddrPortFrom(e.ip, p.TargetPort),
-					Node:   e.node.name,
-					Tunnel: e.node.tunnel,
-					Local:  e.node.local,
-					Labels: e.labels,
-				})
-			}
-			r := &svcRoute{service: id, portName: p.Name, candidates: cands}
-			for k, vip := range svc.VIPs {
-				if !vip.IsValid() {
-					return nil, fmt.Errorf("services[%d].vips[%d]: invalid address", i, k)
-				}
-				ap := netip.AddrPortFrom(vip.Unmap(), p.Port)
-				if prev, dup := s.vips[ap]; dup {
-					return nil, fmt.Errorf("services[%d]: %s is also service %s", i, ap, prev.service)
-				}
-				s.vips[ap] = r
-			}
+		if prev, ok := s.pods[ip]; ok && prev.name != ni.name {
+			return fmt.Errorf("services[%d].endpoints[%d]: %s is on node %q and %q", i, j, ip, prev.name, ni.name)
 		}
-		for _, vip := range svc.VIPs {
-			s.vipAddrs[vip.Unmap()] = struct{}{}
+		s.pods[ip] = ni
+		eps = append(eps, epInfo{ip, ni, ep.Labels})
+	}
+	for j, p := range svc.Ports {
+		if p.Port == 0 || p.TargetPort == 0 {
+			return fmt.Errorf("services[%d].ports[%d]: zero port", i, j)
+		}
+		cands := make([]Candidate, 0, len(eps))
+		for _, e := range eps {
+			cands = append(cands, Candidate{
+				Addr:   netip.AddrPortFrom(e.ip, p.TargetPort),
+				Node:   e.node.name,
+				Tunnel: e.node.tunnel,
+				Local:  e.node.local,
+				Labels: e.labels,
+			})
+		}
+		r := &svcRoute{service: id, portName: p.Name, candidates: cands}
+		for k, vip := range svc.VIPs {
+			if !vip.IsValid() {
+				return fmt.Errorf("services[%d].vips[%d]: invalid address", i, k)
+			}
+			ap := netip.AddrPortFrom(vip.Unmap(), p.Port)
+			if prev, dup := s.vips[ap]; dup {
+				return fmt.Errorf("services[%d]: %s is also service %s", i, ap, prev.service)
+			}
+			s.vips[ap] = r
 		}
 	}
-	return s, nil
+	for _, vip := range svc.VIPs {
+		s.vipAddrs[vip.Unmap()] = struct{}{}
+	}
+	return nil
 }
 
 // Lookup returns the route for the original destination dst.
@@ -326,6 +364,53 @@ func (s *Snapshot) Node(name string) (tunnel netip.AddrPort, ok bool) {
 		return netip.AddrPort{}, false
 	}
 	return ni.tunnel, true
+}
+
+// Workload returns the workload (pod) that has address ip, or nil. The
+// workload is shared with the snapshot: do not modify it.
+func (s *Snapshot) Workload(ip netip.Addr) *meshlet.Workload {
+	if s == nil {
+		return nil
+	}
+	return s.mesh.Workload(ip)
+}
+
+// Meshlet returns the Meshlet namespace/name, or nil (shared: do not
+// modify it).
+func (s *Snapshot) Meshlet(namespace, name string) *meshlet.Meshlet {
+	if s == nil {
+		return nil
+	}
+	return s.mesh.Meshlet(namespace, name)
+}
+
+// MeshletOf returns the Meshlet that w joined, or nil; see
+// meshlet.Index.MeshletOf.
+func (s *Snapshot) MeshletOf(w *meshlet.Workload) *meshlet.Meshlet {
+	if s == nil {
+		return nil
+	}
+	return s.mesh.MeshletOf(w)
+}
+
+// MeshletService returns the Meshlet that serves the service name of
+// namespace (the Kubernetes Service namespace/name) and that service, or
+// nil, nil when no Meshlet governs it.
+func (s *Snapshot) MeshletService(namespace, name string) (*meshlet.Meshlet, *meshlet.Service) {
+	if s == nil {
+		return nil, nil
+	}
+	return s.mesh.Service(namespace, name)
+}
+
+// Mesh returns the snapshot's index of workloads and Meshlets, for the
+// questions the accessors above do not ask (server pods, versions). It
+// is nil for a snapshot that was not built.
+func (s *Snapshot) Mesh() *meshlet.Index {
+	if s == nil {
+		return nil
+	}
+	return s.mesh
 }
 
 // Table holds the current Snapshot and swaps it atomically. Its methods are

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/meshless/meshless/daemon/meshlet"
 )
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
@@ -38,6 +40,16 @@ func testModel() Model {
 			Ports:     []ServicePort{{Name: "dns", Port: 53, TargetPort: 53}},
 			Endpoints: []Endpoint{{IP: ip("10.0.0.7"), Node: "n3"}},
 		}},
+		Workloads: []meshlet.Workload{
+			{Namespace: "default", Name: "web-1", IPs: []netip.Addr{ip("198.19.1.5")}, Node: "n1", ServiceAccount: "web",
+				Labels: map[string]string{meshlet.LabelMeshlet: "web", "version": "v1"}},
+			{Namespace: "default", Name: "client-1", IPs: []netip.Addr{ip("198.19.2.9"), ip("fd00:2::9")}, Node: "n2",
+				Labels: map[string]string{meshlet.LabelMeshlet: "client"}},
+		},
+		Meshlets: []meshlet.Meshlet{
+			{Namespace: "default", Name: "client", Spec: meshlet.Spec{Client: []meshlet.ClientRef{{Meshlet: "web", Service: "web"}}}},
+			{Namespace: "default", Name: "web", Spec: meshlet.Spec{Server: meshlet.Server{Services: []meshlet.Service{{Name: "web", MaxConn: 10}}}}},
+		},
 	}
 }
 
@@ -134,6 +146,9 @@ func TestBuildErrors(t *testing.T) {
 		}, "services[1]: 198.18.100.10:80 is also service default/web"},
 		{"endpoint on two nodes", func(m *Model) { m.Services[2].Endpoints[0] = Endpoint{IP: ip("198.19.1.5"), Node: "n2"} }, `services[2].endpoints[0]: 198.19.1.5 is on node "n1" and "n2"`},
 		{"zero target port", func(m *Model) { m.Services[0].Ports[1].TargetPort = 0 }, "services[0].ports[1]: zero port"},
+		{"workload address of two pods", func(m *Model) { m.Workloads[1].IPs[1] = ip("198.19.1.5") }, "workloads[1].ips[1]: 198.19.1.5 is also workload default/web-1"},
+		{"invalid workload address", func(m *Model) { m.Workloads[0].IPs[0] = netip.Addr{} }, "workloads[0].ips[0]: invalid address"},
+		{"duplicate Meshlet", func(m *Model) { m.Meshlets[0].Name = "web" }, "meshlets[1]: duplicate Meshlet default/web"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +159,45 @@ func TestBuildErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestMeshAccessors(t *testing.T) {
+	s, err := Build(testModel(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := s.Workload(ip("::ffff:198.19.2.9"))
+	if src == nil || src.Name != "client-1" || s.Workload(ip("fd00:2::9")) != src {
+		t.Fatalf("Workload by either address = %+v", src)
+	}
+	if s.Workload(ip("198.19.2.2")) != nil {
+		t.Error("an endpoint without workload has one")
+	}
+	from := s.MeshletOf(src)
+	to, svc := s.MeshletService("default", "web")
+	if from == nil || to == nil || svc == nil || svc.MaxConn != 10 || !from.Uses(to.Namespace, to.Name, svc.Name) {
+		t.Fatalf("client -> web: from %+v to %+v svc %+v", from, to, svc)
+	}
+	if s.Meshlet("default", "web") != to || s.Meshlet("default", "nope") != nil {
+		t.Error("Meshlet by name")
+	}
+	if servers := s.Mesh().Servers(to); len(servers) != 1 || servers[0].Name != "web-1" {
+		t.Errorf("servers of web = %+v", servers)
+	}
+	if m, sv := s.MeshletService("kube-system", "dns"); m != nil || sv != nil {
+		t.Error("ungoverned service has a Meshlet")
+	}
+	var nilSnap *Snapshot
+	if nilSnap.Workload(ip("198.19.1.5")) != nil || nilSnap.Meshlet("a", "b") != nil || nilSnap.MeshletOf(src) != nil || nilSnap.Mesh() != nil {
+		t.Error("nil snapshot answers")
+	}
+	if m, sv := nilSnap.MeshletService("default", "web"); m != nil || sv != nil {
+		t.Error("nil snapshot MeshletService")
+	}
+	// An empty table (before the first Update) answers nothing, safely.
+	if w := NewTable("n1").Snapshot().Workload(ip("198.19.1.5")); w != nil {
+		t.Errorf("empty table: %+v", w)
 	}
 }
 
@@ -240,7 +294,18 @@ func bigModel(nodes, services int) Model {
 
 func BenchmarkLookup(b *testing.B) {
 	tb := NewTable("n0")
-	if err := tb.Update(bigModel(500, 2000)); err != nil {
+	m := bigModel(500, 2000)
+	// The checks' data rides along; Lookup must not pay for it.
+	for _, svc := range m.Services {
+		for i, ep := range svc.Endpoints {
+			m.Workloads = append(m.Workloads, meshlet.Workload{Namespace: svc.Namespace, Name: fmt.Sprintf("%s-%d", svc.Name, i),
+				IPs: []netip.Addr{ep.IP}, Node: ep.Node, Labels: map[string]string{meshlet.LabelMeshlet: svc.Name}})
+		}
+		m.Meshlets = append(m.Meshlets, meshlet.Meshlet{Namespace: svc.Namespace, Name: svc.Name,
+			Spec: meshlet.Spec{Server: meshlet.Server{Services: []meshlet.Service{{Name: svc.Name}}}}})
+	}
+	m.Workloads = dedupWorkloads(m.Workloads)
+	if err := tb.Update(m); err != nil {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct{ name, dst string }{
@@ -256,5 +321,38 @@ func BenchmarkLookup(b *testing.B) {
 				_ = tb.Lookup(dst)
 			}
 		})
+	}
+}
+
+// dedupWorkloads keeps the first workload of each address (bigModel reuses
+// endpoint addresses across services).
+func dedupWorkloads(ws []meshlet.Workload) []meshlet.Workload {
+	seen := map[netip.Addr]bool{}
+	var out []meshlet.Workload
+	for _, w := range ws {
+		if !seen[w.IPs[0]] {
+			seen[w.IPs[0]] = true
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func BenchmarkMeshLookup(b *testing.B) {
+	tb := NewTable("n0")
+	m := testModel()
+	if err := tb.Update(m); err != nil {
+		b.Fatal(err)
+	}
+	src := ip("198.19.2.9")
+	b.ReportAllocs()
+	for b.Loop() {
+		s := tb.Snapshot()
+		w := s.Workload(src)
+		from := s.MeshletOf(w)
+		to, svc := s.MeshletService("default", "web")
+		if !from.Uses(to.Namespace, to.Name, svc.Name) {
+			b.Fatal("not allowed")
+		}
 	}
 }

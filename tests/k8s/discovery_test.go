@@ -207,6 +207,7 @@ func TestKubernetes(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	t.Run("meshlets", func(t *testing.T) { testMeshlets(ctx, t, c) })
 	t.Run("daemon", func(t *testing.T) { testDaemon(ctx, t, c) })
 	t.Run("manifests", func(t *testing.T) { testManifests(ctx, t, c) })
 	t.Run("node", func(t *testing.T) { testNode(ctx, t, c) })

@@ -26,7 +26,7 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "install", "kubernetes")
-	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml")}
+	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml"), filepath.Join(dir, "meshlet-crd.yaml")}
 
 	dryRunManifests(t, c, manifests)
 	saKubeconfig := applyManifest(ctx, t, c, manifests[0])
@@ -102,6 +102,7 @@ func checkServiceAccountRights(t *testing.T, c *Cluster, saKubeconfig string) {
 			canI(v, r, false)
 		}
 	}
+	meshletRBAC(canI)
 	for _, r := range []string{"secrets", "configmaps", "endpoints", "serviceaccounts", "nodes/proxy", "pods/log", "pods/status"} {
 		canI("get", r, false)
 	}
