@@ -71,6 +71,9 @@ type Config struct {
 	// InboundPolicy rules inbound connections that did not come through a
 	// daemon.
 	InboundPolicy decide.Policy
+	// AccessPolicy applies the Meshlets' client declarations: enforce
+	// (the default), audit or off.
+	AccessPolicy decide.AccessPolicy
 	// MeshletDir holds the pods' Meshless folders (unix sockets);
 	// wellknown.MeshletDir when empty.
 	MeshletDir string

@@ -34,6 +34,7 @@ type daemon struct {
 	table     *routes.Table
 	nodeAddrs *decide.NodeAddrs
 	sockmap   *relay.Sockmap
+	decider   *decide.Decider
 	identity  *identity.Source
 	tunnel    *tunnel.Client
 	proxy     *proxy.Handler
@@ -84,11 +85,13 @@ func build(cfg Config) (*daemon, error) {
 	dec, err := decide.New(decide.Config{
 		Routes: d.table, Pods: pods, MeshletDir: cfg.MeshletDir,
 		InboundPolicy: cfg.InboundPolicy, NodeAddrs: d.nodeAddrs, IdleTimeout: cfg.IdleTimeout,
+		AccessPolicy: cfg.AccessPolicy,
 	})
 	if err != nil {
 		d.close()
 		return nil, err
 	}
+	d.decider = dec
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: dec, Metrics: d.metrics, Logger: d.log, Sockmap: d.sockmap,
 		Identity: d.identity, Tunnel: d.tunnel,
@@ -120,7 +123,7 @@ func (d *daemon) buildDiscovery(tunnelPort uint16) error {
 	}
 	d.disc = discovery.New(discovery.Config{
 		Table: d.table, Registry: d.cfg.Registry, Kubeconfig: d.cfg.Kubeconfig,
-		TunnelPort: tunnelPort, OnPods: onPods, OnUpdate: d.prewarm, Logger: d.log,
+		TunnelPort: tunnelPort, OnPods: onPods, OnUpdate: d.routesChanged, Logger: d.log,
 	})
 	if onPods == nil {
 		return nil
@@ -152,6 +155,15 @@ func newIdentity(cfg Config, log *slog.Logger) (*identity.Source, error) {
 		return nil, fmt.Errorf("--tls-dir %s: %w", cfg.TLSDir, err)
 	}
 	return src, nil
+}
+
+// routesChanged follows a new routing table: live connections the new
+// Meshlets no longer allow are closed, and tunnels to new nodes warmed.
+func (d *daemon) routesChanged() {
+	if n := d.decider.Revalidate(); n > 0 {
+		d.log.Info("closed live connections the access policy no longer allows", "count", n)
+	}
+	d.prewarm()
 }
 
 // prewarm keeps ready tunnel connections to every other node of the

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -60,6 +61,9 @@ type Arrival struct {
 	// Peer is the node the tunnel's mutual TLS authenticated, for
 	// FromPeer: Src must be an address of one of its pods.
 	Peer string
+	// SrcPod is the client's pod, for FromLocal: its identity is that of
+	// the pod whose netns accepted the connection.
+	SrcPod *inpod.Pod
 }
 
 // Admission is the destination side's decision for one connection.
@@ -76,6 +80,13 @@ type Admission struct {
 	// IdleTimeout closes the connection when no byte moved that long; 0
 	// never.
 	IdleTimeout time.Duration
+	// Ticket, for a connection a Meshlet governs, lets a policy change
+	// close it later: Attach it once delivered, Done when it ends. Nil
+	// (and still safe to call) otherwise.
+	Ticket *Ticket
+	// Audited, under AccessPolicy Audit, is the refusal that Enforce would
+	// have made; the connection goes through.
+	Audited *Refusal
 	// Refused, when set, says why the connection is not delivered.
 	Refused *Refusal
 }
@@ -108,10 +119,47 @@ func (d *Decider) Admit(a Arrival) Admission {
 		// mesh clients may be served by the pod's unix socket.
 		adm.Socket = socketPath(d.cfg.MeshletDir, adm.Pod, socketName(a.Service, a.Dst.Port()))
 	}
+	if r := d.authorize(&adm, a); r != nil {
+		adm.Refused = r
+		return adm
+	}
 	if src := a.Src.Addr(); src.IsValid() && src.Unmap().Is4() == a.Dst.Addr().Unmap().Is4() && src.Unmap() != a.Dst.Addr().Unmap() {
 		adm.Bind = src.Unmap()
 	}
 	return adm
+}
+
+// authorize applies the Meshlets' access control to an arrival: under
+// Enforce it returns the refusal of a connection they do not allow; an
+// allowed governed connection gets a Ticket; under Audit a denial is
+// recorded in adm.Audited instead.
+func (d *Decider) authorize(adm *Admission, a Arrival) *Refusal {
+	if d.cfg.AccessPolicy == Off {
+		return nil
+	}
+	acc := access{from: a.From, dst: a.Dst, service: a.Service, client: a.Src.Addr()}
+	switch a.From {
+	case FromLocal:
+		if a.SrcPod != nil {
+			acc.srcIPs = a.SrcPod.Spec().IPs
+		}
+	case FromPeer:
+		acc.srcIPs = []netip.Addr{a.Src.Addr()}
+	}
+	v := check(d.cfg.Routes.Snapshot(), d.cfg.NodeAddrs, acc)
+	if !v.governed {
+		return nil
+	}
+	if !v.allowed {
+		r := &Refusal{Reason: metrics.ReasonDenied, Err: errors.New(v.why)}
+		if d.cfg.AccessPolicy == Audit {
+			adm.Audited = r
+			return nil
+		}
+		return r
+	}
+	adm.Ticket = d.ticket(acc)
+	return nil
 }
 
 // checkPeerSource trusts nothing a peer claims that this node can check:
@@ -123,6 +171,12 @@ func (d *Decider) Admit(a Arrival) Admission {
 func (d *Decider) checkPeerSource(peer string, src netip.Addr) *Refusal {
 	if peer == "" || !src.IsValid() {
 		return refuse(metrics.ReasonPeerSource, "tunnel from %q without an authenticated peer or a source address", peer)
+	}
+	if w := d.cfg.Routes.Snapshot().Workload(src); w != nil {
+		if w.Node != peer {
+			return refuse(metrics.ReasonPeerSource, "node %s claims source %s, which is pod %s of node %s", peer, src, w.Key(), w.Node)
+		}
+		return nil
 	}
 	r := d.cfg.Routes.Lookup(netip.AddrPortFrom(src.Unmap(), 1))
 	if r.Kind != routes.KindPod || r.Pod.Node != peer {

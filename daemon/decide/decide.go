@@ -28,6 +28,7 @@ package decide
 import (
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/meshless/meshless/daemon/inpod"
@@ -64,11 +65,18 @@ type Config struct {
 	NodeAddrs AddrSet
 	// IdleTimeout closes connections idle that long; 0 never.
 	IdleTimeout time.Duration
+	// AccessPolicy says what to do with the access control Meshlets
+	// declare; Enforce by default.
+	AccessPolicy AccessPolicy
 }
 
 // Decider makes the decisions. Its methods are safe for concurrent use.
 type Decider struct {
 	cfg Config
+
+	// live are the governed connections that are open (Ticket).
+	liveMu sync.Mutex
+	live   map[*Ticket]struct{}
 }
 
 // New returns a Decider for cfg.
@@ -79,7 +87,7 @@ func New(cfg Config) (*Decider, error) {
 	if cfg.MeshletDir == "" {
 		cfg.MeshletDir = defaultMeshletDir
 	}
-	return &Decider{cfg: cfg}, nil
+	return &Decider{cfg: cfg, live: map[*Ticket]struct{}{}}, nil
 }
 
 // Refusal says why a connection is not forwarded. The client's connection

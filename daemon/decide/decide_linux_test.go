@@ -150,10 +150,11 @@ func TestAdmit(t *testing.T) {
 		refused string
 	}{
 		{"local, by service", Arrival{From: FromLocal, Dst: ap(ipB + ":8080"), Src: ap(ipA + ":40000"), Service: "web"}, sockB("web"), ipA, ""},
-		{"peer, by port", Arrival{From: FromPeer, Dst: ap(ipB + ":8080"), Src: ap(ipRemote + ":40000")}, sockB("8080"), ipRemote, ""},
-		{"peer, no source", Arrival{From: FromPeer, Dst: ap(ipB + ":8080")}, sockB("8080"), "", ""},
-		{"path tricks in the service name", Arrival{From: FromPeer, Dst: ap(ipB + ":8080"), Service: ".."}, "", "", ""},
-		{"not a pod of this node", Arrival{From: FromPeer, Dst: ap(ipGhost + ":8080")}, "", "", metrics.ReasonForbidden},
+		{"peer, by port", Arrival{From: FromPeer, Peer: "n2", Dst: ap(ipB + ":8080"), Src: ap(ipRemote + ":40000")}, sockB("8080"), ipRemote, ""},
+		{"peer, no source", Arrival{From: FromPeer, Peer: "n2", Dst: ap(ipB + ":8080")}, "", "", metrics.ReasonPeerSource},
+		{"peer speaking for another node's pod", Arrival{From: FromPeer, Peer: "n2", Dst: ap(ipB + ":8080"), Src: ap(ipA + ":40000")}, "", "", metrics.ReasonPeerSource},
+		{"path tricks in the service name", Arrival{From: FromPeer, Peer: "n2", Dst: ap(ipB + ":8080"), Src: ap(ipRemote + ":1"), Service: ".."}, "", ipRemote, ""},
+		{"not a pod of this node", Arrival{From: FromPeer, Peer: "n2", Dst: ap(ipGhost + ":8080"), Src: ap(ipRemote + ":1")}, "", "", metrics.ReasonForbidden},
 		{"outside, not a node address", Arrival{From: FromOutside, Dst: ap(ipB + ":8080"), Src: ap("198.18.230.77:5000")}, "", "", metrics.ReasonInboundPolicy},
 		{"outside, a node address", Arrival{From: FromOutside, Dst: ap(ipB + ":8080"), Src: ap("198.18.230.1:5000")}, "", "198.18.230.1", ""},
 	}

@@ -55,6 +55,13 @@ const (
 	// ReasonPeerSource: a tunnel's source address is not a pod of the
 	// node that its certificate authenticated.
 	ReasonPeerSource = "peer_source"
+	// ReasonDenied: the Meshlets' access control refused the connection.
+	ReasonDenied = "denied"
+	// ReasonRevoked: a live connection closed because a Meshlet change
+	// no longer allows it.
+	ReasonRevoked = "revoked"
+	// ReasonMaxConn: every instance of the service is at its maxConn.
+	ReasonMaxConn = "max_conn"
 )
 
 // Reasons of the tunnel's server side: a tunnel connection dropped before
@@ -99,6 +106,9 @@ type Metrics struct {
 	// Bytes counts payload bytes forwarded, by the direction of the
 	// connection they belong to (both halves of it).
 	Bytes *prometheus.CounterVec
+	// Audited counts connections that --access-policy audit let through
+	// and enforce would have refused, by reason.
+	Audited *prometheus.CounterVec
 	// Pods is the number of registered pods.
 	Pods prometheus.Gauge
 	// Listeners is the number of listeners open inside pod netns.
@@ -127,6 +137,10 @@ func New() *Metrics {
 			Name: "meshless_bytes_total",
 			Help: "Bytes forwarded in both halves of connections, by connection direction.",
 		}, []string{"direction"}),
+		Audited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshless_policy_audit_total",
+			Help: "Connections the audit access policy let through that enforce would have refused, by reason.",
+		}, []string{"reason"}),
 		Pods: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshless_pods",
 			Help: "Pods registered with this daemon.",
@@ -136,7 +150,7 @@ func New() *Metrics {
 			Help: "Listeners open inside pod network namespaces.",
 		}),
 	}
-	m.Registry.MustRegister(m.Connections, m.Failures, m.Race, m.Bytes, m.Pods, m.Listeners,
+	m.Registry.MustRegister(m.Connections, m.Failures, m.Race, m.Bytes, m.Audited, m.Pods, m.Listeners,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, d := range []string{Outbound, Inbound} {
@@ -144,6 +158,9 @@ func New() *Metrics {
 		for _, p := range []string{PathLocal, PathUDS, PathRemote, PathPassthrough} {
 			m.Connections.WithLabelValues(d, p)
 		}
+	}
+	for _, r := range []string{ReasonDenied, ReasonMaxConn} {
+		m.Failures.WithLabelValues(r)
 	}
 	for _, r := range raceResults {
 		m.Race.WithLabelValues(string(r))

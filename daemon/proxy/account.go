@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"net"
+	"net/netip"
 	"time"
 
+	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/race"
 	"github.com/meshless/meshless/daemon/relay"
 )
@@ -34,6 +37,30 @@ func (h *Handler) fail(reason string, pod *inpod.Pod, dir inpod.Direction, c *ne
 		"src", c.RemoteAddr().String(), "err", err)
 	c.SetLinger(0)
 	c.Close()
+}
+
+// revoker returns what closes a live connection whose access a policy
+// change withdrew: the client's side is reset, which ends the relay and
+// resets the other side too.
+func (h *Handler) revoker(c *net.TCPConn, src, dst netip.AddrPort) func(why string) {
+	return func(why string) {
+		h.count(metrics.ReasonRevoked)
+		h.log.Warn("connection closed", "reason", metrics.ReasonRevoked, "src", src.String(), "dst", dst.String(), "why", why)
+		c.SetLinger(0)
+		c.Close()
+	}
+}
+
+// audit logs and counts what --access-policy audit let through.
+func (h *Handler) audit(adm decide.Admission, src, dst netip.AddrPort) {
+	if adm.Audited == nil {
+		return
+	}
+	if m := h.cfg.Metrics; m != nil {
+		m.Audited.WithLabelValues(adm.Audited.Reason).Inc()
+	}
+	h.log.Warn("access policy audit: enforce would refuse this connection", "reason", adm.Audited.Reason,
+		"src", src.String(), "dst", dst.String(), "why", adm.Audited.Err)
 }
 
 func (h *Handler) count(reason string) {

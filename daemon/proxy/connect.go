@@ -18,27 +18,37 @@ import (
 	"github.com/meshless/meshless/daemon/tunnel"
 )
 
+// leg is the upstream side of a forwarded connection: the connection, its
+// path label, and the destination side's ticket when it delivered
+// locally. Closing it (a race's loser) releases the ticket too.
+type leg struct {
+	conn   net.Conn
+	path   string
+	ticket *decide.Ticket
+}
+
+// Close closes the connection and forgets its ticket.
+func (l *leg) Close() error {
+	l.ticket.Done()
+	return l.conn.Close()
+}
+
 // connect reaches one of plan's targets on behalf of pod's app at src: the
 // only one, or the winner of a race among them. It returns the connection,
-// ready for application bytes, and its path label.
-func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, plan decide.Plan) (net.Conn, string, error) {
+// ready for application bytes.
+func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, plan decide.Plan) (*leg, error) {
 	service := plan.ServiceName()
 	if len(plan.Targets) == 1 {
 		return h.connectTarget(ctx, pod, src, service, plan.Targets[0])
 	}
-	// Each dial records its path at its index; the race's result is
-	// received after the winner's dial returned, so reading it is safe.
-	paths := make([]string, len(plan.Targets))
 	idx := make([]int, len(plan.Targets))
 	for i := range idx {
 		idx[i] = i
 	}
-	dial := func(ctx context.Context, i int) (net.Conn, error) {
-		c, path, err := h.connectTarget(ctx, pod, src, service, plan.Targets[i])
-		paths[i] = path
-		return c, err
+	dial := func(ctx context.Context, i int) (*leg, error) {
+		return h.connectTarget(ctx, pod, src, service, plan.Targets[i])
 	}
-	conn, won, err := race.Dial(ctx, idx, dial, race.Options[int]{
+	l, _, err := race.Dial(ctx, idx, dial, race.Options[int]{
 		Fanout:   h.cfg.RaceFanout,
 		Stagger:  h.cfg.RaceStagger,
 		Priority: func(i int) int { return plan.Targets[i].Priority },
@@ -50,39 +60,41 @@ func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPor
 		},
 	})
 	if err != nil {
-		return nil, "", fmt.Errorf("service %s: %w", plan.Service, err)
+		return nil, fmt.Errorf("service %s: %w", plan.Service, err)
 	}
-	return conn, paths[won], nil
+	return l, nil
 }
 
 // connectTarget reaches one target: a pod of this node through the
 // destination side's decision and deliver, a pod of another node through
 // the tunnel, anything else from inside the source pod's netns, as the pod
 // would without the mesh.
-func (h *Handler) connectTarget(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, service string, t decide.Target) (net.Conn, string, error) {
+func (h *Handler) connectTarget(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, service string, t decide.Target) (*leg, error) {
 	switch t.Via {
 	case decide.ViaLocal:
-		adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromLocal, Dst: t.Addr, Src: src, Service: service})
+		adm := h.cfg.Decider.Admit(decide.Arrival{From: decide.FromLocal, Dst: t.Addr, Src: src, Service: service, SrcPod: pod})
 		if adm.Refused != nil {
-			return nil, "", adm.Refused
+			return nil, adm.Refused
 		}
+		h.audit(adm, src, t.Addr)
 		c, path, err := h.deliver(ctx, adm, t.Addr)
 		if err != nil {
-			return nil, "", err
+			adm.Ticket.Done()
+			return nil, err
 		}
-		return c, path, nil
+		return &leg{conn: c, path: path, ticket: adm.Ticket}, nil
 	case decide.ViaTunnel:
 		c, err := h.cfg.Tunnel.Dial(ctx, tunnel.Node{Name: t.Node, Addr: t.Tunnel}, tunnel.Header{Dst: t.Addr, Src: src, Service: service})
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
-		return c, metrics.PathRemote, nil
+		return &leg{conn: c, path: metrics.PathRemote}, nil
 	}
 	c, err := pod.Dial(ctx, network(t.Addr.Addr()), t.Addr.String(), podnet.DialOptions{})
 	if err != nil {
-		return nil, "", fmt.Errorf("dial %s from pod %s: %w", t.Addr, pod.Key(), err)
+		return nil, fmt.Errorf("dial %s from pod %s: %w", t.Addr, pod.Key(), err)
 	}
-	return c, metrics.PathPassthrough, nil
+	return &leg{conn: c, path: metrics.PathPassthrough}, nil
 }
 
 // deliver connects to dst, an address of the admitted pod, the way the

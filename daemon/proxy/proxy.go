@@ -138,21 +138,23 @@ func (h *Handler) outbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, 
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, h.cfg.DialTimeout)
-	up, path, err := h.connect(dctx, pod, src, plan)
+	up, err := h.connect(dctx, pod, src, plan)
 	cancel()
 	if err != nil {
 		h.fail(reasonOf(err), pod, inpod.Outbound, c, err)
 		return
 	}
-	upc, err := relay.AsConn(up)
+	defer up.ticket.Done()
+	upc, err := relay.AsConn(up.conn)
 	if err != nil {
-		up.Close()
+		up.conn.Close()
 		h.fail(metrics.ReasonConnType, pod, inpod.Outbound, c, err)
 		return
 	}
+	up.ticket.Attach(h.revoker(c, src, dst))
 	h.log.Debug("forward", "pod", pod.Key(), "src", src.String(), "dst", dst.String(),
-		"route", plan.Route.String(), "service", plan.Service, "path", path, "upstream", up.RemoteAddr().String())
-	h.relay(ctx, metrics.Outbound, path, c, upc, plan.IdleTimeout)
+		"route", plan.Route.String(), "service", plan.Service, "path", up.path, "upstream", up.conn.RemoteAddr().String())
+	h.relay(ctx, metrics.Outbound, up.path, c, upc, plan.IdleTimeout)
 }
 
 // inbound delivers a connection that arrived at pod's inbound listener
@@ -164,6 +166,8 @@ func (h *Handler) inbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, s
 		h.fail(adm.Refused.Reason, pod, inpod.Inbound, c, adm.Refused.Err)
 		return
 	}
+	defer adm.Ticket.Done()
+	h.audit(adm, src, dst)
 	dctx, cancel := context.WithTimeout(ctx, h.cfg.DialTimeout)
 	up, _, err := h.deliver(dctx, adm, dst)
 	cancel()
@@ -171,6 +175,7 @@ func (h *Handler) inbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, s
 		h.fail(metrics.ReasonDial, pod, inpod.Inbound, c, err)
 		return
 	}
+	adm.Ticket.Attach(h.revoker(c, src, dst))
 	h.log.Debug("inbound", "pod", pod.Key(), "src", src.String(), "dst", dst.String())
 	h.relay(ctx, metrics.Inbound, metrics.PathPassthrough, c, up, adm.IdleTimeout)
 }

@@ -21,8 +21,10 @@ func (h *Handler) DialTarget(ctx context.Context, peer string, hd tunnel.Header)
 	if adm.Refused != nil {
 		return nil, &forbidden{adm.Refused}
 	}
+	h.audit(adm, hd.Src, hd.Dst)
 	c, path, err := h.deliver(ctx, adm, hd.Dst)
 	if err != nil {
+		adm.Ticket.Done()
 		return nil, err
 	}
 	return &delivery{Conn: c, path: path, adm: adm}, nil
@@ -35,6 +37,13 @@ type delivery struct {
 	relay.Conn
 	path string
 	adm  decide.Admission
+}
+
+// Close closes the connection and forgets its ticket (a delivery the
+// tunnel server drops before relaying it).
+func (d *delivery) Close() error {
+	d.adm.Ticket.Done()
+	return d.Conn.Close()
 }
 
 // forbidden is a refusal the tunnel reports as StatusForbidden.
@@ -61,8 +70,15 @@ func (h *Handler) TunnelServer() *tunnel.Server {
 			h.count(e.Reason())
 			h.log.Warn("tunnel rejected", "reason", e.Reason(), "peer", e.Peer, "err", e.Err)
 		},
-		Relay: func(client *tls.Conn, target net.Conn, _ string, _ tunnel.Header) {
+		Relay: func(client *tls.Conn, target net.Conn, _ string, hd tunnel.Header) {
 			d := target.(*delivery)
+			defer d.adm.Ticket.Done()
+			d.adm.Ticket.Attach(func(why string) {
+				h.count(metrics.ReasonRevoked)
+				h.log.Warn("connection closed", "reason", metrics.ReasonRevoked, "src", hd.Src.String(), "dst", hd.Dst.String(), "why", why)
+				client.NetConn().(*net.TCPConn).SetLinger(0)
+				client.Close()
+			})
 			path := metrics.PathRemote
 			if d.path == metrics.PathUDS {
 				path = metrics.PathUDS

@@ -169,6 +169,9 @@ type Snapshot struct {
 	cidrs    map[netip.Prefix]*nodeInfo // pod CIDRs, masked
 	bits     []int                      // distinct CIDR lengths, longest first
 	nodes    map[string]*nodeInfo
+	// byTarget lists, for each endpoint address and target port, the
+	// services ("namespace/name") that lead there.
+	byTarget map[netip.AddrPort][]string
 	model    Model
 	// mesh indexes the workloads and Meshlets; Lookup never reads it.
 	mesh *meshlet.Index
@@ -184,6 +187,7 @@ func Build(m Model, self string) (*Snapshot, error) {
 		pods:     map[netip.Addr]*nodeInfo{},
 		cidrs:    map[netip.Prefix]*nodeInfo{},
 		nodes:    map[string]*nodeInfo{},
+		byTarget: map[netip.AddrPort][]string{},
 		model:    m,
 	}
 	if err := s.addNodes(m.Nodes); err != nil {
@@ -262,6 +266,10 @@ func (s *Snapshot) addService(i int, svc Service) error {
 		}
 		cands := make([]Candidate, 0, len(eps))
 		for _, e := range eps {
+			t := netip.AddrPortFrom(e.ip, p.TargetPort)
+			if !slices.Contains(s.byTarget[t], id) {
+				s.byTarget[t] = append(s.byTarget[t], id)
+			}
 			cands = append(cands, Candidate{
 				Addr:   netip.AddrPortFrom(e.ip, p.TargetPort),
 				Node:   e.node.name,
@@ -364,6 +372,16 @@ func (s *Snapshot) Node(name string) (tunnel netip.AddrPort, ok bool) {
 		return netip.AddrPort{}, false
 	}
 	return ni.tunnel, true
+}
+
+// ServicesAt returns the services ("namespace/name") that have the
+// endpoint ep (pod address and target port), in the order of the model;
+// shared with the snapshot.
+func (s *Snapshot) ServicesAt(ep netip.AddrPort) []string {
+	if s == nil {
+		return nil
+	}
+	return s.byTarget[unmapAP(ep)]
 }
 
 // Workload returns the workload (pod) that has address ip, or nil. The
