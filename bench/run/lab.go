@@ -4,7 +4,6 @@ package run
 // in them.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -113,27 +112,9 @@ func stop(c *exec.Cmd) {
 // writeRegistry adds the race service to the lab's registry and waits
 // until both daemons route it.
 func (b *bench) writeRegistry(ctx context.Context) error {
-	var buf bytes.Buffer
-	buf.WriteString("nodes:\n")
-	for _, n := range b.l.Nodes() {
-		fmt.Fprintf(&buf, "  - {name: %s, address: %s, podCIDRs: [%s]}\n", n.Name, n.Address, n.PodCIDR)
-	}
-	buf.WriteString("services:\n")
-	svc := func(name, vip string, port int, refs ...string) {
-		fmt.Fprintf(&buf, "  - namespace: default\n    name: %s\n    vips: [%s]\n    ports:\n      - {name: tcp, port: %d, targetPort: %d, protocol: TCP}\n    endpoints:\n",
-			name, vip, port, appPort)
-		for _, r := range refs {
-			p, _ := b.l.Pod(r)
-			fmt.Fprintf(&buf, "      - {ip: %s, node: %s}\n", p.IP, p.Node)
-		}
-	}
-	svc(lab.ServiceName, lab.ServiceVIP, lab.ServicePort, "n1/p1", "n2/p1")
-	svc("race", raceVIP, racePort, crossSrv, race2, race3)
-	tmp := b.l.Registry() + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, b.l.Registry()); err != nil {
+	err := b.l.SetServices([]lab.ServiceState{{Name: "race", VIP: raceVIP, Port: racePort, TargetPort: appPort,
+		Endpoints: []string{crossSrv, race2, race3}}})
+	if err != nil {
 		return err
 	}
 	return b.waitRoutes(ctx)

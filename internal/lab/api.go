@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/daemon/meshlet"
 )
 
 // Open returns the running lab called name under root (DefaultRoot when
@@ -41,6 +45,11 @@ func (l *Lab) Dir() string { return l.st.Dir }
 
 // Registry returns the path of the registry file the daemons read.
 func (l *Lab) Registry() string { return l.st.Registry }
+
+// InUnderlay runs fn on an OS thread inside the underlay's netns, where
+// the nodes' network is: a socket made there sees the traffic between
+// nodes (a capture).
+func (l *Lab) InUnderlay(fn func() error) error { return inNetns(l.st.Underlay, fn) }
 
 // Pod is one pod of the lab.
 type Pod struct {
@@ -219,6 +228,52 @@ func startIn(netnsName string, cmd *exec.Cmd) error {
 		return fmt.Errorf("start %s in %s: %w", cmd.Path, netnsName, err)
 	}
 	return nil
+}
+
+// SetPodLabels gives pod ref these labels in the registry (Meshlet
+// membership: meshless/meshlet; version) and rewrites it; the daemons
+// pick the change up within their registry poll.
+func (l *Lab) SetPodLabels(ref string, labels map[string]string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.st.pod(ref)
+	if p == nil {
+		return fmt.Errorf("no pod %q", ref)
+	}
+	p.Labels = maps.Clone(labels)
+	if err := l.st.save(); err != nil {
+		return err
+	}
+	return l.st.writeRegistry()
+}
+
+// SetServices makes svcs the registry's services besides the sample one
+// (namespace default when empty; endpoints as "n1/p2") and rewrites it.
+func (l *Lab) SetServices(svcs []ServiceState) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.st.Extra = nil
+	for _, svc := range svcs {
+		if svc.Namespace == "" {
+			svc.Namespace = PodNamespace
+		}
+		l.st.Extra = append(l.st.Extra, svc)
+	}
+	if err := l.st.save(); err != nil {
+		return err
+	}
+	return l.st.writeRegistry()
+}
+
+// SetMeshlets makes ms the registry's Meshlets and rewrites it.
+func (l *Lab) SetMeshlets(ms []meshlet.Meshlet) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.st.Meshlets = slices.Clone(ms)
+	if err := l.st.save(); err != nil {
+		return err
+	}
+	return l.st.writeRegistry()
 }
 
 // KillDaemon kills the node's daemon with SIGKILL, as a crash would.

@@ -234,13 +234,24 @@ func (s *State) nodeChain(n *NodeState) (*Chain, error) {
 	})
 }
 
+// Every lab pod is in namespace PodNamespace and runs as its service
+// account PodServiceAccount, so its identity is
+// spiffe://cluster.local/ns/default/sa/default.
+const (
+	PodNamespace      = "default"
+	PodServiceAccount = "default"
+)
+
+// k8sName is the pod's Kubernetes-style name, <node>-<pod>.
+func (p *PodState) k8sName() string { return p.Node + "-" + p.Name }
+
 // sandbox is the CNI view of lab pod p.
 func (p *PodState) sandbox() Sandbox {
 	return Sandbox{
 		ContainerID: p.ContainerID,
 		Netns:       NetnsPath(p.Netns),
-		Namespace:   "default",
-		Name:        p.Node + "-" + p.Name,
+		Namespace:   PodNamespace,
+		Name:        p.k8sName(),
 		UID:         p.UID,
 	}
 }

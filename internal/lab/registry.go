@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshless/meshless/daemon/meshlet"
 )
 
 // The sample service every lab registers: default/web on VIP
@@ -21,8 +23,19 @@ const (
 
 // The registry file's shape (see DESIGN.md), for encoding only.
 type regFile struct {
-	Nodes    []regNode    `yaml:"nodes"`
-	Services []regService `yaml:"services"`
+	Nodes     []regNode         `yaml:"nodes"`
+	Services  []regService      `yaml:"services"`
+	Workloads []regWorkload     `yaml:"workloads,omitempty"`
+	Meshlets  []meshlet.Meshlet `yaml:"meshlets,omitempty"`
+}
+
+type regWorkload struct {
+	Namespace      string            `yaml:"namespace"`
+	Name           string            `yaml:"name"`
+	IP             string            `yaml:"ip"`
+	Node           string            `yaml:"node"`
+	ServiceAccount string            `yaml:"serviceAccount"`
+	Labels         map[string]string `yaml:"labels,omitempty"`
 }
 
 type regNode struct {
@@ -70,29 +83,29 @@ func (s *State) registryYAML() ([]byte, error) {
 	for _, n := range s.Nodes {
 		f.Nodes = append(f.Nodes, regNode{Name: n.Name, Address: n.Address, PodCIDRs: []string{n.PodCIDR}})
 	}
-	if svc := s.Service; svc != nil {
-		rs := regService{
-			Namespace: svc.Namespace, Name: svc.Name, VIPs: []string{svc.VIP},
-			Ports:     []regPort{{Name: "http", Port: svc.Port, TargetPort: svc.TargetPort, Protocol: "TCP"}},
-			Endpoints: []regEndpoint{},
-		}
-		for _, ref := range svc.Endpoints {
-			var ni, pj int
-			if _, err := fmt.Sscanf(ref, "n%d/p%d", &ni, &pj); err != nil {
-				return nil, fmt.Errorf("service endpoint %q: %w", ref, err)
-			}
-			n := s.node(fmt.Sprintf("n%d", ni))
-			if n == nil {
-				continue
-			}
-			ip := predictedIP(n, pj)
-			if p := s.pod(ref); p != nil && p.IP != "" {
-				ip = p.IP
-			}
-			rs.Endpoints = append(rs.Endpoints, regEndpoint{IP: ip, Node: n.Name, Labels: map[string]string{"app": svc.Name, "version": "v1"}})
+	services := s.Extra
+	if s.Service != nil {
+		services = append([]ServiceState{*s.Service}, s.Extra...)
+	}
+	for _, svc := range services {
+		rs, err := s.regService(svc)
+		if err != nil {
+			return nil, err
 		}
 		f.Services = append(f.Services, rs)
 	}
+	// Every pod with an address is a workload: its identity, its node and
+	// its labels (Meshlet membership) for the daemons' checks.
+	for _, n := range s.Nodes {
+		for _, p := range n.Pods {
+			if p.IP == "" {
+				continue
+			}
+			f.Workloads = append(f.Workloads, regWorkload{Namespace: PodNamespace, Name: p.k8sName(), IP: p.IP,
+				Node: n.Name, ServiceAccount: PodServiceAccount, Labels: p.Labels})
+		}
+	}
+	f.Meshlets = s.Meshlets
 	var buf bytes.Buffer
 	buf.WriteString("# Written by meshlessctl lab for lab " + s.Name + "; rewritten by lab up.\n")
 	enc := yaml.NewEncoder(&buf)
@@ -104,6 +117,38 @@ func (s *State) registryYAML() ([]byte, error) {
 		return nil, fmt.Errorf("encode registry: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// regService renders one service; endpoints whose pod has no IP yet use
+// the IP host-local will give it.
+func (s *State) regService(svc ServiceState) (regService, error) {
+	rs := regService{
+		Namespace: svc.Namespace, Name: svc.Name, VIPs: []string{svc.VIP},
+		Ports:     []regPort{{Name: "http", Port: svc.Port, TargetPort: svc.TargetPort, Protocol: "TCP"}},
+		Endpoints: []regEndpoint{},
+	}
+	for _, ref := range svc.Endpoints {
+		var ni, pj int
+		if _, err := fmt.Sscanf(ref, "n%d/p%d", &ni, &pj); err != nil {
+			return rs, fmt.Errorf("service endpoint %q: %w", ref, err)
+		}
+		n := s.node(fmt.Sprintf("n%d", ni))
+		if n == nil {
+			continue
+		}
+		ip := predictedIP(n, pj)
+		labels := map[string]string{"app": svc.Name, "version": "v1"}
+		if p := s.pod(ref); p != nil {
+			if p.IP != "" {
+				ip = p.IP
+			}
+			if v := p.Labels["version"]; v != "" {
+				labels["version"] = v
+			}
+		}
+		rs.Endpoints = append(rs.Endpoints, regEndpoint{IP: ip, Node: n.Name, Labels: labels})
+	}
+	return rs, nil
 }
 
 // writeRegistry (re)writes the registry file when its content changed;

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+
+	"github.com/meshless/meshless/daemon/meshlet"
 )
 
 // DefaultRoot is the folder under which each lab keeps its own folder,
@@ -39,6 +41,8 @@ type State struct {
 	Name string `json:"name"`
 	// Dir is the lab's folder.
 	Dir string `json:"dir"`
+	// Meshlets are the registry's meshlets: (SetMeshlets).
+	Meshlets []meshlet.Meshlet `json:"meshlets,omitempty"`
 	// CADir holds the lab's CA (ca.crt, ca.key), outside every node's
 	// folder: as on a real cluster, no node has the CA's key.
 	CADir string `json:"caDir"`
@@ -55,6 +59,8 @@ type State struct {
 	Nodes []*NodeState `json:"nodes"`
 	// Service is the sample service in the registry.
 	Service *ServiceState `json:"service,omitempty"`
+	// Extra are further services of the registry (SetServices).
+	Extra []ServiceState `json:"extra,omitempty"`
 	// Ready is set once Up has finished.
 	Ready bool `json:"ready"`
 }
@@ -106,6 +112,9 @@ type PodState struct {
 	UID         string `json:"uid"`
 	// IP is the pod's IPv4 address, empty until ADD succeeded.
 	IP string `json:"ip,omitempty"`
+	// Labels are the pod's labels in the registry's workloads
+	// (meshless/meshlet, version): SetPodLabels.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // ServiceState is the sample service written to the registry.

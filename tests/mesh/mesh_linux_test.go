@@ -43,6 +43,8 @@ func TestMesh(t *testing.T) {
 	t.Run("race", s.testRace)
 	t.Run("100MB", s.test100MB)
 	t.Run("plaintext and malformed tunnels", s.testMalformedTunnelHeaders)
+	t.Run("access control", s.testAccessControl)
+	t.Run("no application byte in the clear", s.testNoClearText)
 	t.Run("daemon restart", s.testDaemonRestart)
 }
 

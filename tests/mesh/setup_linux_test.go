@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -88,47 +87,38 @@ func node(t *testing.T, l *lab.Lab, i int) lab.Node {
 	return n
 }
 
-// writeRegistry rewrites the lab's registry with its nodes, its web
-// service and this suite's services, then waits until every daemon's
-// status lists them.
+// writeRegistry adds this suite's services to the lab's registry, then
+// waits until every daemon's status lists them.
 func writeRegistry(t *testing.T, l *lab.Lab) {
 	t.Helper()
-	var b bytes.Buffer
-	b.WriteString("nodes:\n")
-	for _, n := range l.Nodes() {
-		fmt.Fprintf(&b, "  - {name: %s, address: %s, podCIDRs: [%s]}\n", n.Name, n.Address, n.PodCIDR)
+	svc := func(name, vip string, port int, refs ...string) lab.ServiceState {
+		return lab.ServiceState{Name: name, VIP: vip, Port: port, TargetPort: appPort, Endpoints: refs}
 	}
-	b.WriteString("services:\n")
-	svc := func(name, vip string, port int, refs ...string) {
-		fmt.Fprintf(&b, "  - namespace: default\n    name: %s\n    vips: [%s]\n    ports:\n      - {name: http, port: %d, targetPort: %d, protocol: TCP}\n    endpoints:\n",
-			name, vip, port, appPort)
-		for _, r := range refs {
-			p := harness.LabPod(t, l, r)
-			fmt.Fprintf(&b, "      - {ip: %s, node: %s}\n", p.IP, p.Node)
-		}
-	}
-	svc(lab.ServiceName, lab.ServiceVIP, lab.ServicePort, "n1/p1", "n2/p1")
-	svc("race", raceVIP, 80, "n2/p1", "n2/p2", "n2/p3")
-	svc("uds-local", udsLocalVIP, 80, "n1/p2")
-	svc("uds-remote", udsRemoteVIP, 80, "n2/p2")
-	tmp := l.Registry() + ".tmp"
-	if err := os.WriteFile(tmp, b.Bytes(), 0o644); err != nil {
+	if err := l.SetServices([]lab.ServiceState{
+		svc("race", raceVIP, 80, "n2/p1", "n2/p2", "n2/p3"),
+		svc("uds-local", udsLocalVIP, 80, "n1/p2"),
+		svc("uds-remote", udsRemoteVIP, 80, "n2/p2"),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(tmp, l.Registry()); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range l.Nodes() {
+	waitServices(t, l, 4)
+}
+
+// waitServices waits until every daemon routes n services and reports no
+// discovery error.
+func waitServices(t *testing.T, l *lab.Lab, n int) {
+	t.Helper()
+	for _, nd := range l.Nodes() {
 		testenv.Eventually(t, 10*time.Second, func() error {
-			st, err := cniapi.NewClient(n.Socket).Status(context.Background())
+			st, err := cniapi.NewClient(nd.Socket).Status(context.Background())
 			if err != nil {
 				return err
 			}
 			if st.DiscoveryError != "" {
-				return fmt.Errorf("%s: %s", n.Name, st.DiscoveryError)
+				return fmt.Errorf("%s: %s", nd.Name, st.DiscoveryError)
 			}
-			if len(st.Services) != 4 {
-				return fmt.Errorf("%s routes %d services, want 4", n.Name, len(st.Services))
+			if len(st.Services) != n {
+				return fmt.Errorf("%s routes %d services, want %d", nd.Name, len(st.Services), n)
 			}
 			return nil
 		})
