@@ -109,7 +109,11 @@ func build(cfg Config) (*daemon, error) {
 		d.close()
 		return nil, err
 	}
-	d.status = &localapi.StatusSource{Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String(), Routes: d.table, Discovery: d.disc}
+	d.status = &localapi.StatusSource{
+		Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String(), AccessPolicy: cfg.AccessPolicy.String(),
+		TrustDomain: d.identity.TrustDomain().String(), Routes: d.table, Discovery: d.disc,
+		Identity: d.identity, Pods: d.pods,
+	}
 	return d, nil
 }
 

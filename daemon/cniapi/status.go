@@ -30,6 +30,33 @@ type DaemonStatus struct {
 	// Nodes and Services summarise the routing table.
 	Nodes    []NodeRoute    `json:"nodes"`
 	Services []ServiceRoute `json:"services"`
+	// Identity is the node's TLS identity (its SPIFFE ID), empty without
+	// one; IdentityExpires when its certificate expires.
+	Identity        string    `json:"identity,omitempty"`
+	IdentityExpires time.Time `json:"identityExpires,omitzero"`
+	// AccessPolicy is "enforce", "audit" or "off".
+	AccessPolicy string `json:"accessPolicy"`
+	// Policies says, for each registered pod, who it is and what the
+	// Meshlets allow it.
+	Policies []PodPolicy `json:"policies,omitempty"`
+}
+
+// PodPolicy is one registered pod's identity and access control.
+type PodPolicy struct {
+	// Pod is "namespace/name".
+	Pod string `json:"pod"`
+	// Identity is the pod's SPIFFE ID; empty when discovery does not
+	// know the pod yet.
+	Identity string `json:"identity,omitempty"`
+	// Meshlet is "namespace/name" of the Meshlet the pod joined.
+	Meshlet string `json:"meshlet,omitempty"`
+	// Serves are the Meshlet's server services the pod serves.
+	Serves []string `json:"serves,omitempty"`
+	// AllowedFrom are the Meshlets that may call those services.
+	AllowedFrom []string `json:"allowedFrom,omitempty"`
+	// MayCall are the services ("namespace/meshlet/service") the pod's
+	// Meshlet declares as client.
+	MayCall []string `json:"mayCall,omitempty"`
 }
 
 // NodeRoute is one node of the routing table.

@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"slices"
@@ -8,17 +9,26 @@ import (
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/daemon/discovery"
+	"github.com/meshless/meshless/daemon/identity"
+	"github.com/meshless/meshless/daemon/meshlet"
 	"github.com/meshless/meshless/daemon/routes"
 )
 
 // StatusSource is what GET /v1/status reports.
 type StatusSource struct {
-	// Node, TunnelAddr and InboundPolicy are the daemon's configuration.
-	Node, TunnelAddr, InboundPolicy string
+	// Node, TunnelAddr, InboundPolicy and AccessPolicy are the daemon's
+	// configuration.
+	Node, TunnelAddr, InboundPolicy, AccessPolicy string
+	// TrustDomain names the workload identities.
+	TrustDomain string
 	// Routes is the routing table. Required.
 	Routes *routes.Table
 	// Discovery reports on the table's source. Required.
 	Discovery interface{ Status() discovery.Status }
+	// Identity is the node's TLS identity; nil without one.
+	Identity *identity.Source
+	// Pods lists the registered pods; nil for none.
+	Pods interface{ List() []cniapi.PodStatus }
 }
 
 func (s *api) status(w http.ResponseWriter, r *http.Request) {
@@ -61,5 +71,55 @@ func (src *StatusSource) Render() *cniapi.DaemonStatus {
 		st.Services = append(st.Services, sr)
 	}
 	slices.SortFunc(st.Services, func(a, b cniapi.ServiceRoute) int { return strings.Compare(a.Name, b.Name) })
+	st.AccessPolicy = src.AccessPolicy
+	if src.Identity != nil {
+		if m := src.Identity.Material(); m != nil {
+			st.Identity, st.IdentityExpires = m.ID().String(), m.NotAfter()
+		}
+	}
+	if src.Pods != nil {
+		for _, p := range src.Pods.List() {
+			st.Policies = append(st.Policies, podPolicy(snap, p, src.TrustDomain))
+		}
+	}
 	return st
+}
+
+// podPolicy says who a registered pod is in the routing table's view and
+// what its Meshlet allows.
+func podPolicy(snap *routes.Snapshot, p cniapi.PodStatus, trustDomain string) cniapi.PodPolicy {
+	pp := cniapi.PodPolicy{Pod: p.Namespace + "/" + p.Name}
+	var w *meshlet.Workload
+	for _, ip := range p.IPs {
+		if w = snap.Workload(ip); w != nil {
+			break
+		}
+	}
+	if w == nil {
+		return pp
+	}
+	pp.Identity = w.Identity(trustDomain)
+	m := snap.MeshletOf(w)
+	if m == nil {
+		return pp
+	}
+	pp.Meshlet = m.Key()
+	for _, c := range m.Spec.Client {
+		ns := cmp.Or(c.Namespace, m.Namespace)
+		pp.MayCall = append(pp.MayCall, ns+"/"+c.Meshlet+"/"+c.Service)
+	}
+	if !m.Serves(w) {
+		return pp
+	}
+	for _, s := range m.Spec.Server.Services {
+		pp.Serves = append(pp.Serves, s.Name)
+	}
+	for _, other := range snap.Model().Meshlets {
+		for _, s := range m.Spec.Server.Services {
+			if other.Uses(m.Namespace, m.Name, s.Name) && !slices.Contains(pp.AllowedFrom, other.Key()) {
+				pp.AllowedFrom = append(pp.AllowedFrom, other.Key())
+			}
+		}
+	}
+	return pp
 }

@@ -188,12 +188,17 @@ func reasonOf(err error) string {
 	var (
 		ref *decide.Refusal
 		he  *tunnel.HandshakeError
+		se  *tunnel.StatusError
 	)
 	switch {
 	case errors.As(err, &ref):
 		return ref.Reason
 	case errors.As(err, &he):
 		return identity.Reason(he.Err)
+	case errors.As(err, &se) && se.Status == tunnel.StatusDenied:
+		return metrics.ReasonDenied
+	case errors.As(err, &se) && se.Status == tunnel.StatusFull:
+		return metrics.ReasonMaxConn
 	}
 	return metrics.ReasonDial
 }

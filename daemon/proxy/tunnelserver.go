@@ -46,12 +46,21 @@ func (d *delivery) Close() error {
 	return d.Conn.Close()
 }
 
-// forbidden is a refusal the tunnel reports as StatusForbidden.
+// forbidden is a refusal the tunnel reports as StatusForbidden, or
+// StatusDenied and StatusFull for those reasons.
 type forbidden struct{ r *decide.Refusal }
 
 func (f *forbidden) Error() string { return f.r.Error() }
 
-func (f *forbidden) Unwrap() []error { return []error{f.r, tunnel.ErrForbidden} }
+func (f *forbidden) Unwrap() []error {
+	switch f.r.Reason {
+	case metrics.ReasonDenied:
+		return []error{f.r, tunnel.ErrDenied}
+	case metrics.ReasonMaxConn:
+		return []error{f.r, tunnel.ErrFull}
+	}
+	return []error{f.r, tunnel.ErrForbidden}
+}
 
 // TunnelServer returns the tunnel server of this node: mutual TLS with
 // the node's identity, delivery with DialTarget; it counts rejected

@@ -222,6 +222,12 @@ const (
 	StatusForbidden Status = 5
 	// StatusFailed: any other failure to reach the application.
 	StatusFailed Status = 6
+	// StatusDenied: the destination's access control refused the
+	// source (version 2).
+	StatusDenied Status = 7
+	// StatusFull: the destination pod is at its connection limit for the
+	// service (version 2).
+	StatusFull Status = 8
 )
 
 // String returns the status's name.
@@ -241,6 +247,10 @@ func (s Status) String() string {
 		return "target not served here"
 	case StatusFailed:
 		return "target dial failed"
+	case StatusDenied:
+		return "denied by access policy"
+	case StatusFull:
+		return "target at its connection limit"
 	}
 	return fmt.Sprintf("status %d", uint8(s))
 }

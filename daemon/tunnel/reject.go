@@ -80,6 +80,10 @@ func (e *RejectError) Reason() string {
 			return metrics.ReasonRefused
 		case StatusUnreachable:
 			return metrics.ReasonUnreachable
+		case StatusDenied:
+			return metrics.ReasonDenied
+		case StatusFull:
+			return metrics.ReasonMaxConn
 		}
 		return metrics.ReasonDialFailed
 	}

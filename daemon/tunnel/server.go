@@ -258,10 +258,22 @@ func (s *Server) reject(err *RejectError) {
 	}
 }
 
+// Errors a Dialer wraps to report a refusal with its own status.
+var (
+	// ErrDenied: the destination's access control refused the source.
+	ErrDenied = errors.New("denied by access policy")
+	// ErrFull: the destination is at its connection limit.
+	ErrFull = errors.New("destination at its connection limit")
+)
+
 // dialStatus is the status a Dialer's error is reported with.
 func dialStatus(err error) Status {
 	var ne net.Error
 	switch {
+	case errors.Is(err, ErrDenied):
+		return StatusDenied
+	case errors.Is(err, ErrFull):
+		return StatusFull
 	case errors.Is(err, ErrForbidden):
 		return StatusForbidden
 	case errors.Is(err, syscall.ECONNREFUSED):

@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +84,36 @@ func (s *meshSuite) testAccessControl(t *testing.T) {
 			s.expectAccess(t, "cross node", 2, aclRemoteVIP, s.podAddr(t, "n2/p2"), st.remote)
 		})
 	}
+	t.Run("meshlessctl status shows identities and policy", s.testStatusPolicy)
 	t.Run("withdrawn declaration closes live connections", s.testRevoke)
+}
+
+// testStatusPolicy runs meshlessctl status against n1's daemon: the
+// client pod's identity, its Meshlet and what it may call, and the server
+// pod with who may call it.
+func (s *meshSuite) testStatusPolicy(t *testing.T) {
+	bin, _ := bins(t)
+	n1 := node(t, s.l, 1)
+	out, err := exec.Command(filepath.Join(bin, "meshlessctl"), "status", "--socket", n1.Socket, "--admin-addr", "").CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshlessctl status: %v\n%s", err, out)
+	}
+	// Compare whitespace-separated fields: the table's padding varies.
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	text := strings.Join(lines, "\n")
+	for _, want := range []string{
+		"identity: spiffe://cluster.local/meshless/node/n1",
+		"access policy enforce",
+		"default/n1-p3 spiffe://cluster.local/ns/default/sa/default default/client - - default/server/acl-local,default/server/acl-remote",
+		"default/n1-p2 spiffe://cluster.local/ns/default/sa/default default/server acl-local,acl-remote default/client -",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 // expectAccess connects from the client to the VIP and to the pod address
@@ -109,6 +141,12 @@ func (s *meshSuite) expectAccess(t *testing.T, where string, i int, vip, podAddr
 		}
 		if d := metric(t, s.l, i, `meshless_connection_failures_total{reason="denied"}`) - denied; d < 1 {
 			t.Errorf("%s %s: node n%d counted %v denied, want at least 1", where, dst, i, d)
+		}
+		if i != 1 {
+			// The source's daemon learns the reason from the far one.
+			if d := metric(t, s.l, 1, `meshless_connection_failures_total{reason="denied"}`); d < 1 {
+				t.Errorf("%s %s: the source's node counted no denial", where, dst)
+			}
 		}
 	}
 }

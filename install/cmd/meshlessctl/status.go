@@ -46,7 +46,12 @@ func runStatus(args []string, stdout io.Writer) error {
 	}
 	st, stErr := c.Status(ctx)
 	if stErr == nil {
-		fmt.Fprintf(stdout, "node:    %s (tunnel %s, inbound policy %s)\n", st.Node, orDash(st.TunnelAddr), st.InboundPolicy)
+		fmt.Fprintf(stdout, "node:    %s (tunnel %s, inbound policy %s, access policy %s)\n", st.Node, orDash(st.TunnelAddr), st.InboundPolicy, orDash(st.AccessPolicy))
+		if st.Identity != "" {
+			fmt.Fprintf(stdout, "identity: %s (expires %s)\n", st.Identity, st.IdentityExpires.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(stdout, "identity: none (no TLS material: cross-node connections are refused)\n")
+		}
 		updated := "never"
 		if !st.RoutesUpdated.IsZero() {
 			updated = st.RoutesUpdated.Format(time.RFC3339)
@@ -65,9 +70,27 @@ func runStatus(args []string, stdout io.Writer) error {
 		}
 	}
 	if stErr == nil {
+		if err := printPolicies(stdout, st.Policies); err != nil {
+			return err
+		}
 		return printRoutes(stdout, st)
 	}
 	return nil
+}
+
+// printPolicies prints each pod's identity and what its Meshlet allows.
+func printPolicies(stdout io.Writer, ps []cniapi.PodPolicy) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tIDENTITY\tMESHLET\tSERVES\tALLOWED FROM\tMAY CALL")
+	for _, p := range ps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Pod, orDash(p.Identity), orDash(p.Meshlet),
+			orDash(strings.Join(p.Serves, ",")), orDash(strings.Join(p.AllowedFrom, ",")), orDash(strings.Join(p.MayCall, ",")))
+	}
+	return tw.Flush()
 }
 
 func orDash(s string) string {
