@@ -33,7 +33,9 @@ type ids struct {
 	n1, n2 *identity.Source
 }
 
-func newIDs(t *testing.T) *ids {
+func newIDs(t *testing.T) *ids { return newIDsTB(t) }
+
+func newIDsTB(t testing.TB) *ids {
 	ca := idtest.NewCA(t)
 	return &ids{ca: ca, n1: ca.Source(t, "n1"), n2: ca.Source(t, "n2")}
 }
