@@ -23,19 +23,7 @@ import (
 // a pod registers through the socket, and cancelling removes the socket
 // while the state stays for the next start, which restores the pod.
 func TestRunServesAndShutsDown(t *testing.T) {
-	nstest.RequireRoot(t)
-	dir := t.TempDir()
-	reg := filepath.Join(dir, "registry.yaml")
-	if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := app.Config{
-		NodeName:  "n1",
-		Socket:    filepath.Join(dir, "run", "cni.sock"),
-		StateDir:  filepath.Join(dir, "state"),
-		AdminAddr: freeAddr(t),
-		Registry:  reg,
-	}
+	cfg := testConfig(t)
 	pod := podtest.NewPod(t, "198.19.1.2/24")
 	p := podtest.Pod("c1", pod, "198.19.1.2")
 
@@ -91,6 +79,25 @@ func TestRunServesAndShutsDown(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(cfg.StateDir, p.Key()+".json")); err != nil {
 			t.Errorf("state gone after shutdown: %v", err)
 		}
+	}
+}
+
+// testConfig is a daemon's configuration in a folder of the test's, with
+// an empty registry file.
+func testConfig(t *testing.T) app.Config {
+	t.Helper()
+	nstest.RequireRoot(t)
+	dir := t.TempDir()
+	reg := filepath.Join(dir, "registry.yaml")
+	if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return app.Config{
+		NodeName:  "n1",
+		Socket:    filepath.Join(dir, "run", "cni.sock"),
+		StateDir:  filepath.Join(dir, "state"),
+		AdminAddr: freeAddr(t),
+		Registry:  reg,
 	}
 }
 
@@ -151,18 +158,9 @@ func TestRunNeedsDiscovery(t *testing.T) {
 // (it used to say "restore state: context canceled", or log "ready" and
 // exit).
 func TestRunDiscoveryFails(t *testing.T) {
-	nstest.RequireRoot(t)
-	dir := t.TempDir()
-	reg := filepath.Join(dir, "registry.yaml")
-	if err := os.WriteFile(reg, []byte("{}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := app.Config{
-		NodeName:  "n1",
-		Socket:    filepath.Join(dir, "run", "cni.sock"),
-		StateDir:  filepath.Join(dir, "state"),
-		AdminAddr: freeAddr(t),
-	}
+	cfg := testConfig(t)
+	reg := cfg.Registry
+	cfg.Registry = ""
 	for _, saved := range []bool{false, true} {
 		if saved {
 			// A first run with a registry leaves a pod's state behind.

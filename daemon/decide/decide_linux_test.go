@@ -32,7 +32,9 @@ func (nopHandler) HandleConn(_ context.Context, _ *inpod.Pod, _ inpod.Direction,
 	c.Close()
 }
 
-func newDecider(t *testing.T, cfg Config) (*Decider, *inpod.Manager) {
+// registerPods starts a pod manager with a pod per id → address, each in
+// a netns of its own, and returns it with the pods by id.
+func registerPods(t *testing.T, ips map[string]string) (*inpod.Manager, map[string]*inpod.Pod) {
 	t.Helper()
 	store, err := podstore.Open(t.TempDir())
 	if err != nil {
@@ -46,15 +48,23 @@ func newDecider(t *testing.T, cfg Config) (*Decider, *inpod.Manager) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	for _, p := range []struct{ id, ip string }{{"a", ipA}, {"b", ipB}} {
-		n := podtest.NewPod(t, p.ip+"/24")
-		if _, err := m.Register(context.Background(), podtest.Pod(p.id, n, p.ip)); err != nil {
+	pods := map[string]*inpod.Pod{}
+	for id, ip := range ips {
+		n := podtest.NewPod(t, ip+"/24")
+		if _, err := m.Register(context.Background(), podtest.Pod(id, n, ip)); err != nil {
 			t.Fatal(err)
 		}
+		pods[id], _ = m.PodByIP(netip.MustParseAddr(ip))
 	}
+	return m, pods
+}
+
+func newDecider(t *testing.T, cfg Config) (*Decider, *inpod.Manager) {
+	t.Helper()
+	m, _ := registerPods(t, map[string]string{"a": ipA, "b": ipB})
 	table := routes.NewTable("n1")
 	ep := func(ip, node string) routes.Endpoint { return routes.Endpoint{IP: netip.MustParseAddr(ip), Node: node} }
-	err = table.Update(routes.Model{
+	err := table.Update(routes.Model{
 		Nodes: []routes.Node{
 			{Name: "n1", PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.230.0/24")}},
 			{Name: "n2", Tunnel: netip.MustParseAddrPort("198.18.0.2:15008"), PodCIDRs: []netip.Prefix{netip.MustParsePrefix("198.18.231.0/24")}},

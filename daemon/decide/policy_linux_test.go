@@ -1,16 +1,13 @@
 package decide
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/meshlet"
 	"github.com/meshless/meshless/daemon/metrics"
-	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"
-	"github.com/meshless/meshless/internal/podtest"
 )
 
 // The access-control world, all in namespace default:
@@ -62,26 +59,7 @@ func policyModel(clientUsesWeb bool) routes.Model {
 // model, and the pods by name.
 func policyWorld(t *testing.T, mode AccessPolicy) (*Decider, *routes.Table, map[string]*inpod.Pod) {
 	t.Helper()
-	store, err := podstore.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := inpod.New(inpod.Config{Store: store, Handler: nopHandler{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	pods := map[string]*inpod.Pod{}
-	for _, p := range []struct{ id, ip string }{{"a", pA}, {"b", pB}, {"c", pC}} {
-		n := podtest.NewPod(t, p.ip+"/24")
-		if _, err := m.Register(context.Background(), podtest.Pod(p.id, n, p.ip)); err != nil {
-			t.Fatal(err)
-		}
-		pods[p.id], _ = m.PodByIP(netip.MustParseAddr(p.ip))
-	}
+	m, pods := registerPods(t, map[string]string{"a": pA, "b": pB, "c": pC})
 	table := routes.NewTable("n1")
 	if err := table.Update(policyModel(true)); err != nil {
 		t.Fatal(err)

@@ -399,11 +399,10 @@ func TestServerRejectsUnauthenticated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := tt.client()
-			if err == nil {
+			if c, err := tt.client(); err == nil {
 				// A refused TLS 1.3 client learns it on its first read.
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				_, err = io.ReadAll(c)
+				io.ReadAll(c)
 				c.Close()
 			}
 			r := <-rej

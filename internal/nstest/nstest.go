@@ -40,17 +40,7 @@ func requireRoot(t testing.TB, euid int) {
 // up, as a container runtime does.
 func New(t testing.TB) ns.NetNS {
 	t.Helper()
-	RequireRoot(t)
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatalf("create netns: %v", err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		if err := Remove(n); err != nil {
-			t.Errorf("remove netns: %v", err)
-		}
-	})
+	n := NewBare(t)
 	if err := n.Do(func(ns.NetNS) error { return linkUp("lo") }); err != nil {
 		t.Fatalf("bring up lo in %s: %v", n.Path(), err)
 	}
