@@ -180,7 +180,7 @@ func TestRunDiscoveryFails(t *testing.T) {
 			}
 		}
 		c := cfg
-		c.Kubeconfig = filepath.Join(dir, "no-such-kubeconfig")
+		c.Kubeconfig = filepath.Join(t.TempDir(), "no-such-kubeconfig")
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err := app.Run(ctx, c)
 		cancel()
