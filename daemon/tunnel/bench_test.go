@@ -16,7 +16,9 @@ import (
 //	go test -run - -bench . ./daemon/tunnel/
 
 // echoApp accepts connections and echoes every byte.
-func echoApp(b *testing.B) netip.AddrPort {
+func echoApp(b *testing.B) netip.AddrPort { return echoAppTB(b) }
+
+func echoAppTB(b testing.TB) netip.AddrPort {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -79,6 +79,7 @@ func (c *Client) Dial(ctx context.Context, node Node, h Header) (*tls.Conn, erro
 	}
 	c.init()
 	conn, warm, err := c.pool.get(ctx, node)
+	defer c.pool.refill(node)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to %s: %w", node, err)
 	}

@@ -63,7 +63,9 @@ func newPool(dial func(context.Context, Node) (*tls.Conn, error), warm int, maxI
 }
 
 // get returns a ready connection to n, or dials one now when none is
-// ready; warm reports which.
+// ready; warm reports which. The caller calls refill once its connection's
+// exchange is over: a handshake made meanwhile would take the CPU the
+// exchange waits for.
 func (p *pool) get(ctx context.Context, n Node) (c *tls.Conn, warm bool, err error) {
 	p.mu.Lock()
 	np := p.nodeLocked(n)
@@ -82,13 +84,21 @@ func (p *pool) get(ctx context.Context, n Node) (c *tls.Conn, warm bool, err err
 		np.misses++
 		np.want = min(max(2*np.want, p.warm), maxWant)
 	}
-	p.fillLocked(n, np)
 	p.mu.Unlock()
 	if c != nil {
 		return c, true, nil
 	}
 	c, err = p.dial(ctx, n)
 	return c, false, err
+}
+
+// refill starts the dials that bring n back to its ready connections.
+func (p *pool) refill(n Node) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if np := p.nodes[n]; np != nil {
+		p.fillLocked(n, np)
+	}
 }
 
 // prewarm raises each node's floor to one ready connection.
