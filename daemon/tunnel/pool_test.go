@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -72,8 +73,8 @@ func TestPoolReady(t *testing.T) {
 	c.Close()
 	// The miss raised the node's target to 4 ready connections.
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := gate.accepted.Load(); n < 5 {
-			return errors.New("pool not filled yet")
+		if n := cl.ready(node); n < 4 {
+			return fmt.Errorf("%d ready connections, want 4", n)
 		}
 		return nil
 	})
@@ -92,6 +93,16 @@ func TestPoolReady(t *testing.T) {
 			t.Fatalf("dial %d with the server accepting nothing new: %v, want a ready connection", n, err)
 		}
 	}
+}
+
+// ready counts the client's ready connections to n.
+func (c *Client) ready(n Node) int {
+	c.pool.mu.Lock()
+	defer c.pool.mu.Unlock()
+	if np := c.pool.nodes[n]; np != nil {
+		return len(np.ready)
+	}
+	return 0
 }
 
 // TestPoolStale: a ready connection the far side closed (it waits for a
@@ -130,7 +141,7 @@ func TestPoolMaxIdle(t *testing.T) {
 	defer cl.Close()
 	cl.Prewarm([]Node{node})
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if gate.accepted.Load() < 1 {
+		if cl.ready(node) < 1 {
 			return errors.New("not prewarmed yet")
 		}
 		return nil
