@@ -119,7 +119,7 @@ func (d *Decider) Admit(a Arrival) Admission {
 		// mesh clients may be served by the pod's unix socket.
 		adm.Socket = socketPath(d.cfg.MeshletDir, adm.Pod, socketName(a.Service, a.Dst.Port()))
 	}
-	if r := d.authorize(&adm, a); r != nil {
+	if r := d.govern(&adm, a); r != nil {
 		adm.Refused = r
 		return adm
 	}
@@ -129,14 +129,14 @@ func (d *Decider) Admit(a Arrival) Admission {
 	return adm
 }
 
-// authorize applies the Meshlets' access control to an arrival: under
-// Enforce it returns the refusal of a connection they do not allow; an
-// allowed governed connection gets a Ticket; under Audit a denial is
-// recorded in adm.Audited instead.
-func (d *Decider) authorize(adm *Admission, a Arrival) *Refusal {
-	if d.cfg.AccessPolicy == Off {
-		return nil
-	}
+// govern applies what the Meshlets say of an arrival whose destination
+// serves one of their services: access control (under Enforce it returns
+// the refusal of a connection they do not allow; under Audit the denial
+// goes to adm.Audited), the service's idleTimeout, and its maxConn (a
+// full pod refuses; a race then takes another instance). A governed,
+// admitted connection gets a Ticket, which holds its maxConn slot and lets
+// a policy change close it.
+func (d *Decider) govern(adm *Admission, a Arrival) *Refusal {
 	acc := access{from: a.From, dst: a.Dst, service: a.Service, client: a.Src.Addr()}
 	switch a.From {
 	case FromLocal:
@@ -150,15 +150,21 @@ func (d *Decider) authorize(adm *Admission, a Arrival) *Refusal {
 	if !v.governed {
 		return nil
 	}
-	if !v.allowed {
+	if !v.allowed && d.cfg.AccessPolicy != Off {
 		r := &Refusal{Reason: metrics.ReasonDenied, Err: errors.New(v.why)}
-		if d.cfg.AccessPolicy == Audit {
-			adm.Audited = r
-			return nil
+		if d.cfg.AccessPolicy != Audit {
+			return r
 		}
-		return r
+		adm.Audited = r
 	}
-	adm.Ticket = d.ticket(acc)
+	if idle, err := v.service.IdleTimeoutDuration(); err == nil && idle > 0 {
+		adm.IdleTimeout = idle
+	}
+	slot := slotKey{v.dst.Key(), v.service.Name}
+	if !d.limits.take(slot, v.service.MaxConn) {
+		return full(v.dst.Key(), v.service)
+	}
+	adm.Ticket = d.ticket(acc, slot)
 	return nil
 }
 

@@ -77,6 +77,8 @@ type Decider struct {
 	// live are the governed connections that are open (Ticket).
 	liveMu sync.Mutex
 	live   map[*Ticket]struct{}
+	// limits counts them per pod and service, for maxConn.
+	limits limits
 }
 
 // New returns a Decider for cfg.
@@ -154,6 +156,9 @@ type Target struct {
 	// Priority orders a race: lower values launch first; equal ones in
 	// random order.
 	Priority int
+	// labels are the service endpoint's labels (its version), shared
+	// with the routing table.
+	labels map[string]string
 }
 
 // String returns "addr@node".
@@ -197,7 +202,8 @@ const (
 // Outbound decides where a connection that an app of pod opened to dst
 // goes. src is the app's address.
 func (d *Decider) Outbound(pod *inpod.Pod, src, dst netip.AddrPort) Plan {
-	r := d.cfg.Routes.Lookup(dst)
+	snap := d.cfg.Routes.Snapshot()
+	r := snap.Lookup(dst)
 	p := Plan{Route: r.Kind, Service: r.Service, IdleTimeout: d.cfg.IdleTimeout}
 	switch r.Kind {
 	case routes.KindService:
@@ -209,6 +215,7 @@ func (d *Decider) Outbound(pod *inpod.Pod, src, dst netip.AddrPort) Plan {
 		for _, c := range r.Candidates {
 			p.Targets = append(p.Targets, d.target(c))
 		}
+		p.Targets, p.Refused = canary(snap, r.Service, p.Targets)
 	case routes.KindPod:
 		p.Targets = []Target{d.target(r.Pod)}
 	default:
@@ -223,7 +230,7 @@ func (d *Decider) Outbound(pod *inpod.Pod, src, dst netip.AddrPort) Plan {
 // registered pod, a node without a tunnel) is dialled directly from the
 // source pod, over the pod network.
 func (d *Decider) target(c routes.Candidate) Target {
-	t := Target{Addr: c.Addr, Node: c.Node, Via: ViaDirect, Priority: priorityRemote}
+	t := Target{Addr: c.Addr, Node: c.Node, Via: ViaDirect, Priority: priorityRemote, labels: c.Labels}
 	switch {
 	case c.Local:
 		if _, ok := d.cfg.Pods.PodByIP(c.Addr.Addr()); ok {

@@ -135,7 +135,7 @@ func TestOutbound(t *testing.T) {
 				t.Fatalf("targets %+v, want %+v", p.Targets, tt.want)
 			}
 			for i := range tt.want {
-				if p.Targets[i] != tt.want[i] {
+				if g, w := p.Targets[i], tt.want[i]; g.Addr != w.Addr || g.Node != w.Node || g.Via != w.Via || g.Tunnel != w.Tunnel || g.Priority != w.Priority {
 					t.Errorf("target %d %+v, want %+v", i, p.Targets[i], tt.want[i])
 				}
 			}

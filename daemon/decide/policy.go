@@ -75,8 +75,8 @@ type verdict struct {
 	// server and service are what the connection reaches, when governed.
 	server  *meshlet.Meshlet
 	service *meshlet.Service
-	// src is the source workload, when known.
-	src *meshlet.Workload
+	// src is the source workload, when known; dst the destination's.
+	src, dst *meshlet.Workload
 	// why explains a denial, naming source and destination.
 	why string
 }
@@ -102,7 +102,7 @@ func check(snap *routes.Snapshot, nodeAddrs AddrSet, a access) verdict {
 	if len(services) == 0 {
 		return verdict{allowed: true}
 	}
-	v := verdict{governed: true, server: server, service: services[0]}
+	v := verdict{governed: true, server: server, service: services[0], dst: dstW}
 	target := fmt.Sprintf("service %s/%s/%s on %s", server.Namespace, server.Name, services[0].Name, dstW.Key())
 	if a.from == FromOutside {
 		if nodeAddrs != nil && nodeAddrs.Contains(a.client) {

@@ -9,8 +9,9 @@ import (
 // is closed. Its methods are safe for concurrent use and on a nil Ticket
 // (a connection nothing governs).
 type Ticket struct {
-	d *Decider
-	a access
+	d    *Decider
+	a    access
+	slot slotKey
 
 	mu    sync.Mutex
 	close func(why string)
@@ -44,11 +45,12 @@ func (t *Ticket) Done() {
 	t.d.liveMu.Lock()
 	delete(t.d.live, t)
 	t.d.liveMu.Unlock()
+	t.d.limits.give(t.slot)
 }
 
-// ticket records a governed, admitted connection.
-func (d *Decider) ticket(a access) *Ticket {
-	t := &Ticket{d: d, a: a}
+// ticket records a governed, admitted connection holding slot.
+func (d *Decider) ticket(a access, slot slotKey) *Ticket {
+	t := &Ticket{d: d, a: a, slot: slot}
 	d.liveMu.Lock()
 	d.live[t] = struct{}{}
 	d.liveMu.Unlock()
@@ -61,7 +63,7 @@ func (d *Decider) ticket(a access) *Ticket {
 // returns how many it closed.
 func (d *Decider) Revalidate() int {
 	if d.cfg.AccessPolicy != Enforce {
-		return 0
+		return 0 // audit and off never close a connection
 	}
 	d.liveMu.Lock()
 	tickets := make([]*Ticket, 0, len(d.live))

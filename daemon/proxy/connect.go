@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/inpod"
@@ -25,6 +26,9 @@ type leg struct {
 	conn   net.Conn
 	path   string
 	ticket *decide.Ticket
+	// idle is the destination side's idle timeout when it was decided
+	// here (a local delivery); 0 leaves the plan's.
+	idle time.Duration
 }
 
 // Close closes the connection and forgets its ticket.
@@ -82,7 +86,7 @@ func (h *Handler) connectTarget(ctx context.Context, pod *inpod.Pod, src netip.A
 			adm.Ticket.Done()
 			return nil, err
 		}
-		return &leg{conn: c, path: path, ticket: adm.Ticket}, nil
+		return &leg{conn: c, path: path, ticket: adm.Ticket, idle: adm.IdleTimeout}, nil
 	case decide.ViaTunnel:
 		c, err := h.cfg.Tunnel.Dial(ctx, tunnel.Node{Name: t.Node, Addr: t.Tunnel}, tunnel.Header{Dst: t.Addr, Src: src, Service: service})
 		if err != nil {

@@ -154,7 +154,11 @@ func (h *Handler) outbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, 
 	up.ticket.Attach(h.revoker(c, src, dst))
 	h.log.Debug("forward", "pod", pod.Key(), "src", src.String(), "dst", dst.String(),
 		"route", plan.Route.String(), "service", plan.Service, "path", up.path, "upstream", up.conn.RemoteAddr().String())
-	h.relay(ctx, metrics.Outbound, up.path, c, upc, plan.IdleTimeout)
+	idle := plan.IdleTimeout
+	if up.idle > 0 {
+		idle = up.idle
+	}
+	h.relay(ctx, metrics.Outbound, up.path, c, upc, idle)
 }
 
 // inbound delivers a connection that arrived at pod's inbound listener
