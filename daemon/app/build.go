@@ -112,7 +112,7 @@ func build(cfg Config) (*daemon, error) {
 	d.status = &localapi.StatusSource{
 		Node: cfg.NodeName, InboundPolicy: cfg.InboundPolicy.String(), AccessPolicy: cfg.AccessPolicy.String(),
 		TrustDomain: d.identity.TrustDomain().String(), Routes: d.table, Discovery: d.disc,
-		Identity: d.identity, Pods: d.pods,
+		Identity: d.identity, Pods: d.pods, Live: d.decider,
 	}
 	return d, nil
 }

@@ -50,7 +50,9 @@ type PodPolicy struct {
 	Identity string `json:"identity,omitempty"`
 	// Meshlet is "namespace/name" of the Meshlet the pod joined.
 	Meshlet string `json:"meshlet,omitempty"`
-	// Serves are the Meshlet's server services the pod serves.
+	// Serves are the Meshlet's server services the pod serves, as
+	// "name live/maxConn" ("name live/-" without a limit): live counts
+	// the connections to the pod open now.
 	Serves []string `json:"serves,omitempty"`
 	// AllowedFrom are the Meshlets that may call those services.
 	AllowedFrom []string `json:"allowedFrom,omitempty"`

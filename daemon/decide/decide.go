@@ -172,6 +172,9 @@ type Plan struct {
 	Service string
 	// Targets are what to connect to, raced when there are several.
 	Targets []Target
+	// Spill are the targets to race when every one of Targets refused as
+	// full (maxConn): the instances of the canary's other versions.
+	Spill []Target
 	// IdleTimeout closes the connection when no byte moved that long; 0
 	// never.
 	IdleTimeout time.Duration
@@ -179,16 +182,6 @@ type Plan struct {
 	Refused *Refusal
 }
 
-// ServiceName returns the name part of Plan.Service: the name a tunnel
-// header carries and a pod's unix socket is called.
-func (p Plan) ServiceName() string {
-	for i := len(p.Service) - 1; i >= 0; i-- {
-		if p.Service[i] == '/' {
-			return p.Service[i+1:]
-		}
-	}
-	return p.Service
-}
 
 // Priorities of a race: a pod of this node is cheaper to reach than one
 // behind a tunnel (no node network, no peer daemon), and when it is healthy
@@ -215,7 +208,7 @@ func (d *Decider) Outbound(pod *inpod.Pod, src, dst netip.AddrPort) Plan {
 		for _, c := range r.Candidates {
 			p.Targets = append(p.Targets, d.target(c))
 		}
-		p.Targets, p.Refused = canary(snap, r.Service, p.Targets)
+		p.Targets, p.Spill, p.Refused = canary(snap, r.Service, p.Targets)
 	case routes.KindPod:
 		p.Targets = []Target{d.target(r.Pod)}
 	default:

@@ -21,12 +21,15 @@ import (
 // the race runs among that version's targets. A version without a weight
 // gets nothing once weights are given, one of weight 0 nothing either. It
 // returns the targets unchanged for a service no Meshlet weighs, and a
-// refusal when no version with a positive weight has a target.
-func canary(snap *routes.Snapshot, service string, targets []Target) ([]Target, *Refusal) {
+// refusal when no version with a positive weight has a target. spill are
+// the targets of the other versions with a positive weight: where every
+// instance of the chosen version is full (maxConn), the connection spills
+// over to them rather than fail while capacity is left.
+func canary(snap *routes.Snapshot, service string, targets []Target) (chosen, spill []Target, refused *Refusal) {
 	ns, name, _ := strings.Cut(service, "/")
 	m, _ := snap.MeshletService(ns, name)
 	if m == nil || len(m.Spec.Server.Canary) == 0 {
-		return targets, nil
+		return targets, nil, nil
 	}
 	weights := map[string]int{}
 	total := 0
@@ -40,29 +43,31 @@ func canary(snap *routes.Snapshot, service string, targets []Target) ([]Target, 
 		total += w
 	}
 	if total == 0 {
-		return nil, refuse(metrics.ReasonNoEndpoints, "service %s: no instance of a version with a canary weight (weights %v, versions present %v)",
+		return nil, nil, refuse(metrics.ReasonNoEndpoints, "service %s: no instance of a version with a canary weight (weights %v, versions present %v)",
 			service, m.Spec.Server.Canary, keys(weights))
 	}
 	pick := rand.IntN(total)
-	var chosen string
+	var version string
 	for _, c := range m.Spec.Server.Canary {
 		w, present := weights[c.Version]
 		if !present || w == 0 {
 			continue
 		}
 		if pick < w {
-			chosen = c.Version
+			version = c.Version
 			break
 		}
 		pick -= w
 	}
-	out := make([]Target, 0, len(targets))
 	for _, t := range targets {
-		if targetVersion(snap, t) == chosen {
-			out = append(out, t)
+		switch v := targetVersion(snap, t); {
+		case v == version:
+			chosen = append(chosen, t)
+		case weights[v] > 0:
+			spill = append(spill, t)
 		}
 	}
-	return out, nil
+	return chosen, spill, nil
 }
 
 // targetVersion is the version label of a target's pod: its workload's,

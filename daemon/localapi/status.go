@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/meshless/meshless/daemon/cniapi"
@@ -29,6 +30,9 @@ type StatusSource struct {
 	Identity *identity.Source
 	// Pods lists the registered pods; nil for none.
 	Pods interface{ List() []cniapi.PodStatus }
+	// Live counts a pod's live connections to a Meshlet service
+	// (decide.Decider.InUse); nil shows none.
+	Live interface{ InUse(pod, service string) int }
 }
 
 func (s *api) status(w http.ResponseWriter, r *http.Request) {
@@ -79,7 +83,7 @@ func (src *StatusSource) Render() *cniapi.DaemonStatus {
 	}
 	if src.Pods != nil {
 		for _, p := range src.Pods.List() {
-			st.Policies = append(st.Policies, podPolicy(snap, p, src.TrustDomain))
+			st.Policies = append(st.Policies, podPolicy(snap, p, src.TrustDomain, src.Live))
 		}
 	}
 	return st
@@ -87,7 +91,7 @@ func (src *StatusSource) Render() *cniapi.DaemonStatus {
 
 // podPolicy says who a registered pod is in the routing table's view and
 // what its Meshlet allows.
-func podPolicy(snap *routes.Snapshot, p cniapi.PodStatus, trustDomain string) cniapi.PodPolicy {
+func podPolicy(snap *routes.Snapshot, p cniapi.PodStatus, trustDomain string, live interface{ InUse(pod, service string) int }) cniapi.PodPolicy {
 	pp := cniapi.PodPolicy{Pod: p.Namespace + "/" + p.Name}
 	var w *meshlet.Workload
 	for _, ip := range p.IPs {
@@ -112,7 +116,14 @@ func podPolicy(snap *routes.Snapshot, p cniapi.PodStatus, trustDomain string) cn
 		return pp
 	}
 	for _, s := range m.Spec.Server.Services {
-		pp.Serves = append(pp.Serves, s.Name)
+		n, limit := 0, "-"
+		if live != nil {
+			n = live.InUse(w.Key(), s.Name)
+		}
+		if s.MaxConn > 0 {
+			limit = strconv.Itoa(s.MaxConn)
+		}
+		pp.Serves = append(pp.Serves, fmt.Sprintf("%s %d/%s", s.Name, n, limit))
 	}
 	for _, other := range snap.Model().Meshlets {
 		for _, s := range m.Spec.Server.Services {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/meshless/meshless/daemon/decide"
@@ -37,34 +38,35 @@ func (l *leg) Close() error {
 	return l.conn.Close()
 }
 
-// connect reaches one of plan's targets on behalf of pod's app at src: the
-// only one, or the winner of a race among them. It returns the connection,
-// ready for application bytes.
-func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, plan decide.Plan) (*leg, error) {
-	service := plan.ServiceName()
-	if len(plan.Targets) == 1 {
-		return h.connectTarget(ctx, pod, src, service, plan.Targets[0])
+// connect reaches one of targets on behalf of pod's app at src (service
+// is "namespace/name", empty for a pod address): the only one, or the
+// winner of a race among them. It returns the connection, ready for
+// application bytes.
+func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPort, service string, targets []decide.Target) (*leg, error) {
+	_, name, _ := strings.Cut(service, "/")
+	if len(targets) == 1 {
+		return h.connectTarget(ctx, pod, src, name, targets[0])
 	}
-	idx := make([]int, len(plan.Targets))
+	idx := make([]int, len(targets))
 	for i := range idx {
 		idx[i] = i
 	}
 	dial := func(ctx context.Context, i int) (*leg, error) {
-		return h.connectTarget(ctx, pod, src, service, plan.Targets[i])
+		return h.connectTarget(ctx, pod, src, name, targets[i])
 	}
 	l, _, err := race.Dial(ctx, idx, dial, race.Options[int]{
 		Fanout:   h.cfg.RaceFanout,
 		Stagger:  h.cfg.RaceStagger,
-		Priority: func(i int) int { return plan.Targets[i].Priority },
+		Priority: func(i int) int { return targets[i].Priority },
 		Report: func(i int, r race.Result, err error) {
 			h.countRace(r)
 			if r == race.Failed {
-				h.log.Debug("race candidate failed", "candidate", plan.Targets[i].String(), "err", err)
+				h.log.Debug("race candidate failed", "candidate", targets[i].String(), "err", err)
 			}
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("service %s: %w", plan.Service, err)
+		return nil, fmt.Errorf("service %s: %w", service, err)
 	}
 	return l, nil
 }

@@ -73,6 +73,7 @@ type options struct {
 
 type mesh struct {
 	ca                    *idtest.CA
+	model                 routes.Model
 	podA, ext, podB, podC ns.NetNS
 	n1, n2                *node
 	// holeBytes counts bytes the black-hole tunnel received after a
@@ -134,6 +135,7 @@ func newMesh(t *testing.T, o options) *mesh {
 			svc("uds-remote", vipRemote, routes.Endpoint{IP: ap(ipC), Node: "n2"}),
 		},
 	}
+	ms.model = model
 	for _, n := range []*node{ms.n1, ms.n2} {
 		if err := n.routes.Update(model); err != nil {
 			t.Fatal(err)
@@ -151,6 +153,17 @@ func newMesh(t *testing.T, o options) *mesh {
 		}
 	}
 	return ms
+}
+
+// setModel gives both daemons m.
+func (ms *mesh) setModel(t *testing.T, m routes.Model) {
+	t.Helper()
+	ms.model = m
+	for _, n := range []*node{ms.n1, ms.n2} {
+		if err := n.routes.Update(m); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func ap(s string) netip.Addr { return netip.MustParseAddr(s) }

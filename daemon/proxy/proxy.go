@@ -138,7 +138,12 @@ func (h *Handler) outbound(ctx context.Context, pod *inpod.Pod, c *net.TCPConn, 
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, h.cfg.DialTimeout)
-	up, err := h.connect(dctx, pod, src, plan)
+	up, err := h.connect(dctx, pod, src, plan.Service, plan.Targets)
+	if err != nil && len(plan.Spill) > 0 && reasonOf(err) == metrics.ReasonMaxConn {
+		// Every instance of the canary's version is full: spill over
+		// to the other versions rather than fail with capacity left.
+		up, err = h.connect(dctx, pod, src, plan.Service, plan.Spill)
+	}
 	cancel()
 	if err != nil {
 		h.fail(reasonOf(err), pod, inpod.Outbound, c, err)

@@ -133,7 +133,13 @@ func (w *idleWatch) stop() {
 // c is not TCP. On error (the socket is closed already) it returns 0,
 // treating c as active: the copy loops notice a closed socket themselves.
 func sinceLastRecv(c Conn) (time.Duration, bool) {
-	tc, ok := c.(*net.TCPConn)
+	var nc net.Conn = c
+	// A TLS connection (the tunnel) is judged by the TCP connection it
+	// runs on: a record received is data received.
+	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		nc = w.NetConn()
+	}
+	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return 0, false
 	}

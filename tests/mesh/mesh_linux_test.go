@@ -45,6 +45,9 @@ func TestMesh(t *testing.T) {
 	t.Run("plaintext and malformed tunnels", s.testMalformedTunnelHeaders)
 	t.Run("access control", s.testAccessControl)
 	t.Run("no application byte in the clear", s.testNoClearText)
+	t.Run("canary weights", s.testCanary)
+	t.Run("maxConn", s.testMaxConn)
+	t.Run("idleTimeout", s.testIdleTimeout)
 	t.Run("daemon restart", s.testDaemonRestart)
 }
 

@@ -108,7 +108,7 @@ func (s *meshSuite) testStatusPolicy(t *testing.T) {
 		"identity: spiffe://cluster.local/meshless/node/n1",
 		"access policy enforce",
 		"default/n1-p3 spiffe://cluster.local/ns/default/sa/default default/client - - default/server/acl-local,default/server/acl-remote",
-		"default/n1-p2 spiffe://cluster.local/ns/default/sa/default default/server acl-local,acl-remote default/client -",
+		"default/n1-p2 spiffe://cluster.local/ns/default/sa/default default/server acl-local 0/-,acl-remote 0/- default/client -",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)

@@ -125,6 +125,24 @@ func waitServices(t *testing.T, l *lab.Lab, n int) {
 	}
 }
 
+// waitUpdated waits until every daemon's routing table changed after
+// since (a registry change that keeps the number of services).
+func waitUpdated(t *testing.T, l *lab.Lab, since time.Time) {
+	t.Helper()
+	for _, nd := range l.Nodes() {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			st, err := cniapi.NewClient(nd.Socket).Status(context.Background())
+			if err != nil {
+				return err
+			}
+			if !st.RoutesUpdated.After(since) {
+				return fmt.Errorf("%s: routes last updated %v, before %v", nd.Name, st.RoutesUpdated, since)
+			}
+			return nil
+		})
+	}
+}
+
 // metric reads one series of node i's daemon.
 func metric(t *testing.T, l *lab.Lab, i int, series string) float64 {
 	t.Helper()
