@@ -19,6 +19,8 @@ import (
 // someone else approved, a Failed one). `kubectl get csr -o yaml` shows
 // them, and the daemon's error repeats them.
 const (
+	// ReasonApproved: every check passed; the message names the pod and
+	// its node.
 	ReasonApproved = "MeshlessNodeVerified"
 	// ReasonNotDaemon: the requester is not the daemon's service account.
 	ReasonNotDaemon = "NotDaemonServiceAccount"
