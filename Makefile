@@ -31,6 +31,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshless-cni ./plugin/cmd/meshless-cni
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessd ./daemon/cmd/meshlessd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshlessctl ./install/cmd/meshlessctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/meshless-signer ./install/cmd/meshless-signer
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-server ./tests/apps/demo-server
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/demo-client ./tests/apps/demo-client
 

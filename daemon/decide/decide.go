@@ -182,7 +182,6 @@ type Plan struct {
 	Refused *Refusal
 }
 
-
 // Priorities of a race: a pod of this node is cheaper to reach than one
 // behind a tunnel (no node network, no peer daemon), and when it is healthy
 // it also connects first; launching it first means a race limited by
