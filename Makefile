@@ -17,7 +17,7 @@ TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
 all: build
 
 help:
-	@echo "make build        bin/meshless-cni, bin/meshlessd, bin/meshlessctl"
+	@echo "make build        bin/meshless-cni, bin/meshlessd, bin/meshlessctl, bin/meshless-signer"
 	@echo "make demo         build, run a two-node lab on this machine, show the mesh at work, tear it down (root)"
 	@echo "make test         install what tests need, then run every test (root for the netns tests)"
 	@echo "make unit         only the tests that need no root"

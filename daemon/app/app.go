@@ -157,6 +157,9 @@ func (d *daemon) serveAdmin(ctx context.Context, g *errgroup.Group, serving *ato
 		if !serving.Load() {
 			return errors.New("local API socket not serving yet")
 		}
+		if d.certs != nil && d.identity.Material() == nil {
+			return errors.New("no node certificate yet from the Kubernetes signer (is meshless-signer running? see docs/security.md)")
+		}
 		return nil
 	}
 	h := admin.NewHandler(ready, d.metrics.Registry)
@@ -174,7 +177,7 @@ func (d *daemon) serveAdmin(ctx context.Context, g *errgroup.Group, serving *ato
 // local API serves at once.
 func (d *daemon) openSockets(ctx context.Context, g *errgroup.Group) (net.Listener, error) {
 	var tln net.Listener
-	if d.cfg.TunnelAddr != "" && d.identity.Material() == nil {
+	if d.cfg.TunnelAddr != "" && d.identity.Material() == nil && d.certs == nil {
 		d.log.Warn("no TLS material: the cross-node tunnel does not listen and cross-node connections are refused; give --tls-dir (meshlessctl ca issue)")
 	} else if d.cfg.TunnelAddr != "" {
 		var err error
@@ -202,6 +205,9 @@ func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener)
 		g.Go(func() error { return named("tunnel", srv.Serve(ctx, tln)) })
 	}
 	g.Go(func() error { d.identity.Run(ctx); return nil })
+	if d.certs != nil {
+		g.Go(func() error { return named("node certificate", d.certs.Run(ctx)) })
+	}
 	if d.enroller != nil {
 		// The pods were restored: those registered before are known, so
 		// only those still without the mesh are enrolled.

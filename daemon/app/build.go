@@ -10,11 +10,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshless/meshless/daemon/certclient"
 	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/discovery"
 	"github.com/meshless/meshless/daemon/enroll"
 	"github.com/meshless/meshless/daemon/identity"
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/kube"
 	"github.com/meshless/meshless/daemon/localapi"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
@@ -36,6 +38,9 @@ type daemon struct {
 	sockmap   *relay.Sockmap
 	decider   *decide.Decider
 	identity  *identity.Source
+	// certs asks the Kubernetes signer for the node's certificate (no
+	// --tls-dir under Kubernetes discovery); nil otherwise.
+	certs     *certclient.Client
 	tunnel    *tunnel.Client
 	proxy     *proxy.Handler
 	pods      *inpod.Manager
@@ -70,6 +75,15 @@ func build(cfg Config) (*daemon, error) {
 	}
 	if d.identity, err = newIdentity(cfg, d.log); err != nil {
 		return nil, err
+	}
+	if cfg.Registry == "" && cfg.TLSDir == "" {
+		// A failing configuration is reported by discovery, which needs
+		// the same; without it there is nothing to ask.
+		if rc, err := kube.RESTConfig(cfg.Kubeconfig); err == nil {
+			if d.certs, err = certclient.New(rc, d.identity, certclient.Options{Node: cfg.NodeName, Logger: d.log}); err != nil {
+				return nil, fmt.Errorf("node certificate: %w", err)
+			}
+		}
 	}
 	d.tunnel = &tunnel.Client{TLS: d.identity.ClientConfig, OnDialError: func(n tunnel.Node, err error) {
 		d.log.Debug("tunnel: a ready connection could not be made", "node", n.String(), "err", err)
