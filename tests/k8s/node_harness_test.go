@@ -49,10 +49,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/meshless/meshless/internal/idtest"
 	"github.com/meshless/meshless/internal/nstest"
 	"github.com/meshless/meshless/internal/testenv"
 	"github.com/meshless/meshless/tests/harness"
-	"golang.org/x/sys/unix"
 )
 
 const (
@@ -254,11 +256,18 @@ func StartNode(t *testing.T, c *Cluster, bins harness.Bins) *Node {
 // names. Restarting reuses DaemonDir.
 func (n *Node) StartDaemon() *harness.Daemon {
 	n.t.Helper()
+	// The daemon runs as a host process with a static token here, which
+	// the signer would refuse (it wants a pod-bound token): its TLS
+	// material comes from a test CA, as for a standalone node.
+	tlsDir := filepath.Join(n.DaemonDir, "tls")
+	if _, err := os.Stat(filepath.Join(tlsDir, "tls.crt")); err != nil {
+		idtest.NewCA(n.t).Issue(n.t, n.Name, tlsDir)
+	}
 	return harness.StartDaemon(n.t, n.bins, harness.DaemonOptions{
 		Dir:       n.DaemonDir,
 		NodeName:  n.Name,
 		NetnsPath: n.Netns,
-		Args:      []string{"--kubeconfig", n.Kubeconfig, "--tunnel-addr", net.JoinHostPort(n.IP, "15008")},
+		Args:      []string{"--kubeconfig", n.Kubeconfig, "--tunnel-addr", net.JoinHostPort(n.IP, "15008"), "--tls-dir", tlsDir},
 	})
 }
 

@@ -112,6 +112,8 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 		t.Errorf("%s rose by %v, want >= %d (one per request, --new-conn)", localOutbound, after-before, requests)
 	}
 
+	t.Run("meshlet policy", func(t *testing.T) { testMeshletPolicy(ctx, t, c, n, d, ns, vip, server.Name) })
+
 	// Deleting the server pod deregisters it (the kubelet's StopPodSandbox
 	// runs CNI DEL).
 	t0 = time.Now()
