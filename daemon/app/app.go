@@ -74,8 +74,8 @@ type Config struct {
 	// AccessPolicy applies the Meshlets' client declarations: enforce
 	// (the default), audit or off.
 	AccessPolicy decide.AccessPolicy
-	// MeshletDir holds the pods' Meshless folders (unix sockets);
-	// wellknown.MeshletDir when empty.
+	// MeshletDir says where the pods' Meshless folders (unix sockets)
+	// are on the host: a meshletdir layout, meshletdir.Default when empty.
 	MeshletDir string
 	// Pprof serves /debug/pprof/ on the admin address.
 	Pprof bool

@@ -18,6 +18,7 @@ import (
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/kube"
 	"github.com/meshless/meshless/daemon/localapi"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/proxy"
@@ -93,11 +94,15 @@ func build(cfg Config) (*daemon, error) {
 			return nil, fmt.Errorf("--sockmap: %w", err)
 		}
 	}
+	layout, err := meshletdir.Parse(cfg.MeshletDir)
+	if err != nil {
+		return nil, fmt.Errorf("--meshlet-dir: %w", err)
+	}
 	// The decider needs the pods and the pods need the proxy, which needs
 	// the decider: the indirection breaks the cycle.
 	pods := &podsRef{}
 	dec, err := decide.New(decide.Config{
-		Routes: d.table, Pods: pods, MeshletDir: cfg.MeshletDir,
+		Routes: d.table, Pods: pods, Meshlets: layout,
 		InboundPolicy: cfg.InboundPolicy, NodeAddrs: d.nodeAddrs, IdleTimeout: cfg.IdleTimeout,
 		AccessPolicy: cfg.AccessPolicy,
 	})

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +11,7 @@ import (
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/routes"
-	"github.com/meshless/meshless/internal/wellknown"
 )
-
-const defaultMeshletDir = wellknown.MeshletDir
 
 // From says where a connection being admitted comes from.
 type From uint8
@@ -117,7 +113,10 @@ func (d *Decider) Admit(a Arrival) Admission {
 	} else {
 		// Outside clients reach the app's TCP port as without the mesh;
 		// mesh clients may be served by the pod's unix socket.
-		adm.Socket = socketPath(d.cfg.MeshletDir, adm.Pod, socketName(a.Service, a.Dst.Port()))
+		spec := adm.Pod.Spec()
+		// A layout field the registration lacks (no UID) or a name with
+		// path tricks: no socket, the pod's TCP address.
+		adm.Socket, _ = d.cfg.Meshlets.ServerSocket(spec.Namespace, spec.Name, spec.UID, socketName(a.Service, a.Dst.Port()))
 	}
 	if r := d.govern(&adm, a); r != nil {
 		adm.Refused = r
@@ -196,10 +195,9 @@ func (d *Decider) checkPeerSource(peer string, src netip.Addr) *Refusal {
 }
 
 // The native convention: a pod that serves a unix socket for a service
-// puts it at /meshlet/server/<name>, which on the host is
-// <MeshletDir>/<pod namespace>/<pod name>/server/<name>. <name> is the
-// service's name for connections to a service and the target port number
-// for connections to the pod's address.
+// puts it at /meshlet/server/<name> (package meshletdir says where that is
+// on the host). <name> is the service's name for connections to a service
+// and the target port number for connections to the pod's address.
 
 // socketName returns the socket file name a connection looks for: the
 // service name when there is one, else the port number.
@@ -208,23 +206,6 @@ func socketName(service string, port uint16) string {
 		return service
 	}
 	return strconv.Itoa(int(port))
-}
-
-// socketPath returns the host path of pod's unix socket called name, or ""
-// when the pod has no namespace and name or any part is not a plain file
-// name (names come from registrations and tunnel headers: no path tricks).
-func socketPath(meshletDir string, pod *inpod.Pod, name string) string {
-	spec := pod.Spec()
-	for _, part := range []string{spec.Namespace, spec.Name, name} {
-		if !plainName(part) {
-			return ""
-		}
-	}
-	return filepath.Join(meshletDir, spec.Namespace, spec.Name, "server", name)
-}
-
-func plainName(s string) bool {
-	return s != "" && s != "." && s != ".." && len(s) <= 253 && !strings.ContainsAny(s, "/\x00")
 }
 
 // Policy rules the inbound connections of meshed pods that did not come

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/routes"
 )
@@ -55,9 +56,9 @@ type Config struct {
 	Routes *routes.Table
 	// Pods are this node's registered pods. Required.
 	Pods Pods
-	// MeshletDir is where the pods' Meshless folders are on the host;
-	// wellknown.MeshletDir when empty.
-	MeshletDir string
+	// Meshlets says where the pods' Meshless folders are on the host
+	// (their unix sockets); meshletdir.Default's layout when zero.
+	Meshlets meshletdir.Layout
 	// InboundPolicy rules connections that arrive from outside the mesh.
 	InboundPolicy Policy
 	// NodeAddrs are this node's own addresses, which Strict admits
@@ -85,9 +86,6 @@ type Decider struct {
 func New(cfg Config) (*Decider, error) {
 	if cfg.Routes == nil || cfg.Pods == nil {
 		return nil, fmt.Errorf("decide: routes and pods are required")
-	}
-	if cfg.MeshletDir == "" {
-		cfg.MeshletDir = defaultMeshletDir
 	}
 	return &Decider{cfg: cfg, live: map[*Ticket]struct{}{}}, nil
 }

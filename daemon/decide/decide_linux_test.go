@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"
@@ -149,7 +150,11 @@ func TestOutbound(t *testing.T) {
 func TestAdmit(t *testing.T) {
 	nodeAddrs := staticSet{netip.MustParseAddr("198.18.230.1"): true}
 	dir := t.TempDir()
-	d, m := newDecider(t, Config{MeshletDir: dir, InboundPolicy: Strict, NodeAddrs: nodeAddrs})
+	layout, err := meshletdir.Parse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, m := newDecider(t, Config{Meshlets: layout, InboundPolicy: Strict, NodeAddrs: nodeAddrs})
 	pb, _ := m.PodByIP(netip.MustParseAddr(ipB))
 	sockB := func(name string) string { return filepath.Join(dir, "default", pb.Spec().Name, "server", name) }
 	tests := []struct {

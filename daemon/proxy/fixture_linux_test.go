@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 	"github.com/meshless/meshless/daemon/routes"
@@ -183,7 +184,11 @@ func (ms *mesh) newNode(t *testing.T, name string, o options) *node {
 	pods := &lazyPods{}
 	n.routes = routes.NewTable(name)
 	dc := o.decide
-	dc.Pods, dc.Routes, dc.MeshletDir = pods, n.routes, n.meshlet
+	layout, err := meshletdir.Parse(n.meshlet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.Pods, dc.Routes, dc.Meshlets = pods, n.routes, layout
 	d, err := decide.New(dc)
 	if err != nil {
 		t.Fatal(err)

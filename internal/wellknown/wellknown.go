@@ -52,7 +52,4 @@ const (
 	DaemonSocket = "/run/meshless/cni.sock"
 	// StateDir holds the daemon's persisted pod registrations.
 	StateDir = "/var/lib/meshless"
-	// MeshletDir holds the pods' Meshless folders on the host:
-	// <MeshletDir>/<namespace>/<pod>/ is what a pod sees as /meshlet.
-	MeshletDir = "/run/meshless/meshlet"
 )

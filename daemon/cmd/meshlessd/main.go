@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/app"
 	"github.com/meshless/meshless/daemon/identity"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/internal/wellknown"
 )
 
@@ -64,7 +65,7 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
 	fs.Var(&cfg.AccessPolicy, "access-policy", "Meshlet access control: enforce, audit (log and count what enforce would refuse) or off")
 	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
-	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", wellknown.MeshletDir, "host `folder` of the pods' Meshless folders: <dir>/<namespace>/<pod>/server/<name> unix sockets")
+	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", meshletdir.Default, "host `path` of each pod's Meshless folder (its /meshlet), with placeholders {namespace}, {name}, {uid}; a path without them is a base folder")
 	fs.BoolVar(&cfg.Sockmap, "sockmap", false, "forward TCP-to-TCP connections inside the kernel with a BPF sockmap instead of copying them (experimental; needs BPF)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on --admin-addr (profiling; off by default)")
 	fs.BoolVar(&cfg.EnrollExisting, "enroll-existing", true, "with Kubernetes discovery, enroll this node's running pods that are not in the mesh (started before meshless-cni was in the CNI chain)")
