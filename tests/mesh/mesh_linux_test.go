@@ -26,8 +26,8 @@ type meshSuite struct {
 	l      *lab.Lab
 	client string // the client pod, on n1
 	cip    string // its IP, as the apps see the peer
-	// The apps on n1/p2 and n2/p1..p3 (n1/p1's is only dialled).
-	app12, app21, app22, app23 *app
+	// The apps on n1/p1, n1/p2 and n2/p1..p3.
+	app11, app12, app21, app22, app23 *app
 }
 
 // TestMesh runs the suite on one lab: the subtests run in order and each
@@ -41,6 +41,7 @@ func TestMesh(t *testing.T) {
 	t.Run("half-close", s.testHalfClose)
 	t.Run("uds", s.testUDS)
 	t.Run("race", s.testRace)
+	t.Run("race prefers this node", s.testRaceLocalFirst)
 	t.Run("100MB", s.test100MB)
 	t.Run("plaintext and malformed tunnels", s.testMalformedTunnelHeaders)
 	t.Run("access control", s.testAccessControl)
@@ -57,7 +58,7 @@ func newMeshSuite(t *testing.T) *meshSuite {
 	s := &meshSuite{l: l, client: "n1/p3"}
 	s.cip = harness.LabPod(t, l, s.client).IP.String()
 
-	listenPod(t, l, "n1/p1", appPort)
+	s.app11 = listenPod(t, l, "n1/p1", appPort)
 	s.app21 = listenPod(t, l, "n2/p1", appPort)
 	s.app22 = listenPod(t, l, "n2/p2", appPort)
 	s.app23 = listenPod(t, l, "n2/p3", appPort)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -217,6 +218,49 @@ func (s *meshSuite) testIdleTimeout(t *testing.T) {
 		busy.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if b, err := io.ReadAll(busy); err != nil || len(b) == 0 {
 			t.Errorf("%s: active connection's answer %q, %v", ref, b, err)
+		}
+	}
+}
+
+// testRaceLocalFirst: the sample service web has an instance on the
+// client's node (n1/p1) and one across (n2/p1). The race launches the
+// local one first: with --race-fanout 1 (one at a time) it is always the
+// one tried, never a tunnel first. Racing both at once (the default), the
+// first to answer wins, which is not always the nearer one on a loaded
+// node; both settings' split and latency are logged (docs/daemon.md,
+// "Racing", has the figures and what they mean).
+func (s *meshSuite) testRaceLocalFirst(t *testing.T) {
+	const n, size = 100, 64
+	dst := addr(mustAddr(lab.ServiceVIP), lab.ServicePort)
+	defer func() {
+		if err := s.l.RestartDaemonWith(context.Background(), "n1", nil); err != nil {
+			t.Fatal(err)
+		}
+		waitServices(t, s.l, 4)
+	}()
+	for _, fanout := range []string{"0", "1"} {
+		if err := s.l.RestartDaemonWith(context.Background(), "n1", []string{"--race-fanout", fanout}); err != nil {
+			t.Fatal(err)
+		}
+		waitServices(t, s.l, 4)
+		b11, b21 := s.app11.bytes.Load(), s.app21.bytes.Load()
+		var lat []time.Duration
+		for i := range n {
+			start := time.Now()
+			if _, _, err := exchange(t, s.l, s.client, dst, size, uint64(i)); err != nil {
+				t.Fatalf("fanout %s: connection %d: %v", fanout, i, err)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		// A race's loser never gets application bytes: bytes say who won.
+		local, remote := (s.app11.bytes.Load()-b11)/size, (s.app21.bytes.Load()-b21)/size
+		slices.Sort(lat)
+		t.Logf("--race-fanout %s: local %d, remote %d of %d; exchange p50 %v p90 %v", fanout, local, remote, n, lat[n/2], lat[n*9/10])
+		if local+remote != n {
+			t.Errorf("fanout %s: %d connections reached an app, want %d", fanout, local+remote, n)
+		}
+		if fanout == "1" && local != n {
+			t.Errorf("fanout 1: the local instance took %d of %d, want all: it is tried first", local, n)
 		}
 	}
 }
