@@ -119,7 +119,8 @@ func build(cfg Config) (*daemon, error) {
 		d.close()
 		return nil, err
 	}
-	if d.pods, err = inpod.New(inpod.Config{Store: store, Handler: d.proxy, Socket: cfg.Socket, Metrics: d.metrics, Logger: d.log}); err != nil {
+	if d.pods, err = inpod.New(inpod.Config{Store: store, Handler: d.proxy, Native: d.proxy, Meshlets: layout,
+		Socket: cfg.Socket, Metrics: d.metrics, Logger: d.log}); err != nil {
 		d.close()
 		return nil, err
 	}

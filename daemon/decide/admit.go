@@ -156,14 +156,15 @@ func (d *Decider) govern(adm *Admission, a Arrival) *Refusal {
 		}
 		adm.Audited = r
 	}
-	if idle, err := v.service.IdleTimeoutDuration(); err == nil && idle > 0 {
+	idle, err := v.service.IdleTimeoutDuration()
+	if err == nil && idle > 0 {
 		adm.IdleTimeout = idle
 	}
 	slot := slotKey{v.dst.Key(), v.service.Name}
 	if !d.limits.take(slot, v.service.MaxConn) {
 		return full(v.dst.Key(), v.service)
 	}
-	adm.Ticket = d.ticket(acc, slot)
+	adm.Ticket = d.ticket(acc, slot, v.service.MaxConn > 0 || idle > 0)
 	return nil
 }
 

@@ -231,3 +231,33 @@ func (d *Decider) target(c routes.Candidate) Target {
 	}
 	return t
 }
+
+// Native decides where a native API request of pod's app goes: the
+// server service service of the Meshlet namespace/meshlet (its Kubernetes
+// Service of that name, through its first port), with the same targets,
+// canary and refusals as a connection to the service's VIP. The
+// destination side's decision (Admit) follows for each target, as for any
+// connection.
+func (d *Decider) Native(pod *inpod.Pod, namespace, meshletName, service string) Plan {
+	snap := d.cfg.Routes.Snapshot()
+	p := Plan{Route: routes.KindService, Service: namespace + "/" + service, IdleTimeout: d.cfg.IdleTimeout}
+	m := snap.Meshlet(namespace, meshletName)
+	if m == nil || m.Service(service) == nil {
+		p.Refused = refuse(metrics.ReasonUnknownService, "no Meshlet %s/%s serving %s", namespace, meshletName, service)
+		return p
+	}
+	r, ok := snap.Service(namespace, service)
+	if !ok {
+		p.Refused = refuse(metrics.ReasonUnknownService, "Meshlet %s/%s serves %s, but there is no Service %s/%s", namespace, meshletName, service, namespace, service)
+		return p
+	}
+	if len(r.Candidates) == 0 {
+		p.Refused = refuse(metrics.ReasonNoEndpoints, "service %s has no endpoints", r.Service)
+		return p
+	}
+	for _, c := range r.Candidates {
+		p.Targets = append(p.Targets, d.target(c))
+	}
+	p.Targets, p.Spill, p.Refused = canary(snap, r.Service, p.Targets)
+	return p
+}

@@ -12,6 +12,9 @@ type Ticket struct {
 	d    *Decider
 	a    access
 	slot slotKey
+	// limited: the service has a maxConn or an idleTimeout, which only a
+	// daemon in the byte path can keep.
+	limited bool
 
 	mu    sync.Mutex
 	close func(why string)
@@ -48,9 +51,14 @@ func (t *Ticket) Done() {
 	t.d.limits.give(t.slot)
 }
 
+// Unlimited reports whether the connection's service keeps no
+// per-connection limit (maxConn, idleTimeout): the connection may leave
+// the daemon's byte path (a native API hand-off). True for a nil Ticket.
+func (t *Ticket) Unlimited() bool { return t == nil || !t.limited }
+
 // ticket records a governed, admitted connection holding slot.
-func (d *Decider) ticket(a access, slot slotKey) *Ticket {
-	t := &Ticket{d: d, a: a, slot: slot}
+func (d *Decider) ticket(a access, slot slotKey, limited bool) *Ticket {
+	t := &Ticket{d: d, a: a, slot: slot, limited: limited}
 	d.liveMu.Lock()
 	d.live[t] = struct{}{}
 	d.liveMu.Unlock()

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podstore"
 )
@@ -44,6 +45,10 @@ type Config struct {
 	Store *podstore.Store
 	// Handler receives accepted connections. Required.
 	Handler ConnHandler
+	// Native, when set, serves each pod's native API socket, in the pod's
+	// Meshless folder that Meshlets says where to find.
+	Native   NativeHandler
+	Meshlets meshletdir.Layout
 	// Socket is the CNI socket path; pending deregistrations are read from
 	// cniapi.PendingDir(Socket). Empty disables them.
 	Socket string
@@ -298,7 +303,28 @@ func (a *Manager) addLocked(e *entry) {
 	a.pods[e.pod.Key()] = e
 	a.index(e)
 	e.start(e.lns, a.cfg.Handler, a.log)
+	a.startNative(e)
 	a.setGauges()
+}
+
+// startNative opens and serves e's native API socket, when the daemon
+// serves the native API and the pod has a Meshless folder. A failure
+// leaves the pod meshed without it, and says why.
+func (a *Manager) startNative(e *entry) {
+	if a.cfg.Native == nil {
+		return
+	}
+	ln, err := openNative(a.cfg.Meshlets, e.pod.Spec())
+	if err != nil {
+		a.log.Warn("pod meshed without its native api socket", "pod", e.pod.Key(), "err", err)
+		return
+	}
+	if ln == nil {
+		return
+	}
+	e.native = ln
+	e.loops.Add(1)
+	go e.acceptNative(ln, a.cfg.Native, a.log)
 }
 
 func (a *Manager) removeLocked(e *entry) {

@@ -146,9 +146,11 @@ func hasIPv6(pod *cniapi.Pod) bool {
 // entry is the agent's record of a registered pod: the Pod handed to
 // handlers, its listeners and the goroutines serving them.
 type entry struct {
-	pod    *Pod
-	nsID   nsID
-	lns    []listener
+	pod  *Pod
+	nsID nsID
+	lns  []listener
+	// native is the pod's native API socket; nil when it has none.
+	native net.Listener
 	ctx    context.Context
 	cancel context.CancelFunc
 	// loops tracks accept loops and handler goroutines; finished is closed
@@ -283,6 +285,9 @@ func (e *entry) stop() {
 	e.cancel()
 	for _, l := range e.lns {
 		l.ln.Close()
+	}
+	if e.native != nil {
+		e.native.Close() // unlinks the socket
 	}
 	// Dials in flight hold the handle; they end soon as ctx is cancelled.
 	e.pod.close()

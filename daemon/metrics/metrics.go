@@ -62,6 +62,12 @@ const (
 	ReasonRevoked = "revoked"
 	// ReasonMaxConn: every instance of the service is at its maxConn.
 	ReasonMaxConn = "max_conn"
+	// ReasonUnknownService: a native API request names no service a
+	// Meshlet serves.
+	ReasonUnknownService = "unknown_service"
+	// ReasonNativeRequest: a native API request was malformed, too long,
+	// too slow or of another version.
+	ReasonNativeRequest = "native_request"
 )
 
 // Reasons of the tunnel's server side: a tunnel connection dropped before
@@ -109,6 +115,9 @@ type Metrics struct {
 	// Audited counts connections that --access-policy audit let through
 	// and enforce would have refused, by reason.
 	Audited *prometheus.CounterVec
+	// Handoffs counts native API connections handed to the client
+	// (SCM_RIGHTS): counted in Connections too, their bytes not in Bytes.
+	Handoffs prometheus.Counter
 	// Pods is the number of registered pods.
 	Pods prometheus.Gauge
 	// Listeners is the number of listeners open inside pod netns.
@@ -141,6 +150,10 @@ func New() *Metrics {
 			Name: "meshless_policy_audit_total",
 			Help: "Connections the audit access policy let through that enforce would have refused, by reason.",
 		}, []string{"reason"}),
+		Handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshless_native_handoffs_total",
+			Help: "Native API connections handed to the client's app (zero-copy: their bytes are not counted).",
+		}),
 		Pods: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshless_pods",
 			Help: "Pods registered with this daemon.",
@@ -150,7 +163,7 @@ func New() *Metrics {
 			Help: "Listeners open inside pod network namespaces.",
 		}),
 	}
-	m.Registry.MustRegister(m.Connections, m.Failures, m.Race, m.Bytes, m.Audited, m.Pods, m.Listeners,
+	m.Registry.MustRegister(m.Connections, m.Failures, m.Race, m.Bytes, m.Audited, m.Handoffs, m.Pods, m.Listeners,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, d := range []string{Outbound, Inbound} {

@@ -172,6 +172,10 @@ type Snapshot struct {
 	// byTarget lists, for each endpoint address and target port, the
 	// services ("namespace/name") that lead there.
 	byTarget map[netip.AddrPort][]string
+	// byName is each service's route through its first port, by
+	// "namespace/name": what the native API addresses (a service, not a
+	// port).
+	byName map[string]*svcRoute
 	model    Model
 	// mesh indexes the workloads and Meshlets; Lookup never reads it.
 	mesh *meshlet.Index
@@ -188,6 +192,7 @@ func Build(m Model, self string) (*Snapshot, error) {
 		cidrs:    map[netip.Prefix]*nodeInfo{},
 		nodes:    map[string]*nodeInfo{},
 		byTarget: map[netip.AddrPort][]string{},
+		byName:   map[string]*svcRoute{},
 		model:    m,
 	}
 	if err := s.addNodes(m.Nodes); err != nil {
@@ -279,6 +284,9 @@ func (s *Snapshot) addService(i int, svc Service) error {
 			})
 		}
 		r := &svcRoute{service: id, portName: p.Name, candidates: cands}
+		if j == 0 {
+			s.byName[id] = r
+		}
 		for k, vip := range svc.VIPs {
 			if !vip.IsValid() {
 				return fmt.Errorf("services[%d].vips[%d]: invalid address", i, k)
@@ -372,6 +380,20 @@ func (s *Snapshot) Node(name string) (tunnel netip.AddrPort, ok bool) {
 		return netip.AddrPort{}, false
 	}
 	return ni.tunnel, true
+}
+
+// Service returns the route of the service namespace/name through its
+// first port (the native API names a service, not a port), and false when
+// there is no such service.
+func (s *Snapshot) Service(namespace, name string) (Route, bool) {
+	if s == nil {
+		return Route{}, false
+	}
+	r, ok := s.byName[namespace+"/"+name]
+	if !ok {
+		return Route{}, false
+	}
+	return Route{Kind: KindService, Service: r.service, PortName: r.portName, Candidates: r.candidates}, true
 }
 
 // ServicesAt returns the services ("namespace/name") that have the

@@ -65,6 +65,9 @@ type Pod struct {
 	IP netip.Addr
 	// ContainerID and UID are the sandbox identifiers given to CNI.
 	ContainerID, UID string
+	// MeshletDir is the host folder the pod sees as /meshlet (apps of the
+	// lab use it as is: set native.Dialer.Dir or $MESHLESS_NATIVE_DIR).
+	MeshletDir string
 }
 
 // Node is one node of the lab and its daemon.
@@ -116,7 +119,7 @@ func (p *PodState) public() Pod {
 	return Pod{
 		Ref: p.Node + "/" + p.Name, Node: p.Node, Name: p.sandbox().Name,
 		Netns: p.Netns, NetnsPath: NetnsPath(p.Netns), IP: ip,
-		ContainerID: p.ContainerID, UID: p.UID,
+		ContainerID: p.ContainerID, UID: p.UID, MeshletDir: p.MeshletDir,
 	}
 }
 

@@ -38,6 +38,7 @@ func (s *State) daemonArgs(n *NodeState) []string {
 		"--tunnel-addr", net.JoinHostPort(n.Address, "15008"),
 		"--admin-addr", n.AdminAddr,
 		"--tls-dir", n.TLSDir,
+		"--meshlet-dir", s.MeshletDir(),
 	}, n.ExtraArgs...)
 }
 

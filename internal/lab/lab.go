@@ -250,6 +250,7 @@ func (l *Lab) addPod(ctx context.Context, chain *Chain, n *NodeState, j int) err
 		ContainerID: fmt.Sprintf("%s-%s-p%d-%s", s.Name, n.Name, j, randomHex(6)),
 		UID:         randomUID(),
 	}
+	p.MeshletDir = filepath.Join(s.MeshletDir(), PodNamespace, p.k8sName())
 	if err := createNetns(p.Netns); err != nil {
 		return err
 	}

@@ -115,7 +115,14 @@ type PodState struct {
 	// Labels are the pod's labels in the registry's workloads
 	// (meshless/meshlet, version): SetPodLabels.
 	Labels map[string]string `json:"labels,omitempty"`
+	// MeshletDir is the host folder the pod sees as /meshlet: its native
+	// API socket (client/meshless) and its servers' sockets (server/).
+	MeshletDir string `json:"meshletDir"`
 }
+
+// MeshletDir is the lab's root of the pods' Meshless folders, the
+// daemons' --meshlet-dir: in the lab's folder, so labs never share one.
+func (s *State) MeshletDir() string { return filepath.Join(s.Dir, "meshlet") }
 
 // ServiceState is the sample service written to the registry.
 type ServiceState struct {

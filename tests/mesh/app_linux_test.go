@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -74,25 +73,12 @@ func listenPod(t *testing.T, l *lab.Lab, ref string, port int) *app {
 }
 
 // listenUnix starts an app on the pod's Meshless unix socket for name:
-// /meshlet/server/<name> in the pod, <meshletDir>/default/<pod>/server/<name>
+// /meshlet/server/<name> in the pod, <the pod's MeshletDir>/server/<name>
 // on the host.
 func listenUnix(t *testing.T, l *lab.Lab, ref, name string) *app {
 	t.Helper()
-	dir := filepath.Join(meshletDir, "default", harness.LabPod(t, l, ref).Name)
-	// Remove what this creates, and the parents it creates, afterwards.
-	var made []string
-	for d := filepath.Join(dir, "server"); !fileExists(d); d = filepath.Dir(d) {
-		made = append(made, d)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "server"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(filepath.Join(dir, "server"))
-		for _, d := range made {
-			os.Remove(d) // only if empty: another pod's folder stays
-		}
-	})
+	dir := harness.LabPod(t, l, ref).MeshletDir
+	// The daemon made the pod's server folder when the pod registered.
 	ln, err := net.Listen("unix", filepath.Join(dir, "server", name))
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ func TestMesh(t *testing.T) {
 	t.Run("canary weights", s.testCanary)
 	t.Run("maxConn", s.testMaxConn)
 	t.Run("idleTimeout", s.testIdleTimeout)
+	t.Run("native API", s.testNative)
 	t.Run("daemon restart", s.testDaemonRestart)
 }
 

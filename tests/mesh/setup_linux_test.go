@@ -27,9 +27,6 @@ const (
 	udsLocalVIP  = "198.18.100.21" // n1/p2, serves a unix socket
 	udsRemoteVIP = "198.18.100.22" // n2/p2, serves a unix socket
 	appPort      = 8080
-	// meshletDir is meshlessd's default --meshlet-dir, which the lab's
-	// daemons use.
-	meshletDir = "/run/meshless/meshlet"
 )
 
 // bins returns the project's bin dir and the reference plugins' dir.
