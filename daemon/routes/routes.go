@@ -176,7 +176,7 @@ type Snapshot struct {
 	// "namespace/name": what the native API addresses (a service, not a
 	// port).
 	byName map[string]*svcRoute
-	model    Model
+	model  Model
 	// mesh indexes the workloads and Meshlets; Lookup never reads it.
 	mesh *meshlet.Index
 }
