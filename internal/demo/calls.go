@@ -5,10 +5,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"text/tabwriter"
+	"time"
 
+	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/daemon/meshlet"
+	"github.com/meshless/meshless/daemon/native"
 	"github.com/meshless/meshless/internal/lab"
 )
 
@@ -42,6 +47,71 @@ func startServers(ctx context.Context, l *lab.Lab, binDir string) ([]*exec.Cmd, 
 		cmds = append(cmds, cmd)
 	}
 	return cmds, nil
+}
+
+// startNative makes n1/p3 and n2/p3 servers of Meshlet hello (services
+// hello and hello-far, served on their /meshlet/server/<service> by
+// demo-server) and n1/p2 a client that declares both, and waits until the
+// daemons know.
+func startNative(ctx context.Context, l *lab.Lab, binDir string) ([]*exec.Cmd, error) {
+	bin, err := binPath(binDir, "demo-server")
+	if err != nil {
+		return nil, err
+	}
+	var cmds []*exec.Cmd
+	for ref, service := range map[string]string{"n1/p3": "hello", "n2/p3": "hello-far"} {
+		pod, err := l.Pod(ref)
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.CommandContext(ctx, bin, "--listen", "", "--native", service, "--name", ref)
+		cmd.Env = append(os.Environ(), native.DirEnv+"="+pod.MeshletDir)
+		if err := l.Start(ref, cmd); err != nil {
+			stopAll(cmds)
+			return nil, fmt.Errorf("start native demo-server in %s: %w", ref, err)
+		}
+		cmds = append(cmds, cmd)
+		if err := l.SetPodLabels(ref, map[string]string{meshlet.LabelMeshlet: "hello"}); err != nil {
+			return cmds, err
+		}
+	}
+	err = l.SetServices([]lab.ServiceState{
+		{Name: "hello", VIP: "198.18.100.61", Port: 80, TargetPort: lab.ServiceTargetPort, Endpoints: []string{"n1/p3"}},
+		{Name: "hello-far", VIP: "198.18.100.62", Port: 80, TargetPort: lab.ServiceTargetPort, Endpoints: []string{"n2/p3"}},
+	})
+	if err == nil {
+		err = l.SetPodLabels("n1/p2", map[string]string{meshlet.LabelMeshlet: "hello-client"})
+	}
+	if err == nil {
+		err = l.SetMeshlets([]meshlet.Meshlet{
+			{Namespace: lab.PodNamespace, Name: "hello", Spec: meshlet.Spec{Server: meshlet.Server{Services: []meshlet.Service{{Name: "hello"}, {Name: "hello-far"}}}}},
+			{Namespace: lab.PodNamespace, Name: "hello-client", Spec: meshlet.Spec{Client: []meshlet.ClientRef{{Meshlet: "hello", Service: "hello"}, {Meshlet: "hello", Service: "hello-far"}}}},
+		})
+	}
+	if err != nil {
+		return cmds, err
+	}
+	return cmds, waitServices(ctx, l, 3)
+}
+
+// waitServices waits until every daemon routes n services.
+func waitServices(ctx context.Context, l *lab.Lab, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for _, nd := range l.Nodes() {
+		for {
+			st, err := cniapi.NewClient(nd.Socket).Status(ctx)
+			if err == nil && len(st.Services) == n {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("daemon %s does not route the hello services: %v", nd.Name, err)
+			case <-time.After(50 * time.Millisecond): // polling interval
+			}
+		}
+	}
+	return nil
 }
 
 func stopAll(cmds []*exec.Cmd) {
@@ -110,7 +180,14 @@ func runCall(ctx context.Context, l *lab.Lab, o Options, c call) (row, error) {
 	if err != nil {
 		return row{}, err
 	}
-	cmd := exec.CommandContext(ctx, bin, "--n", fmt.Sprint(o.Requests), "--new-conn", "--timeout", "5s", c.url)
+	args := []string{"--n", fmt.Sprint(o.Requests), "--new-conn", "--timeout", "5s"}
+	if c.native != "" {
+		args = append(args, "--native", c.native)
+	}
+	cmd := exec.CommandContext(ctx, bin, append(args, c.url)...)
+	if pod, err := l.Pod(c.from); err == nil {
+		cmd.Env = append(os.Environ(), native.DirEnv+"="+pod.MeshletDir)
+	}
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	if err := l.Run(c.from, cmd); err != nil {

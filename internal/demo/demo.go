@@ -39,6 +39,9 @@ type call struct {
 	from   string // pod ref
 	url    string
 	expect string // path label the daemons should count
+	// native, when set, is the namespace/meshlet/service demo-client
+	// reaches through the native API instead of TCP.
+	native string
 }
 
 // Run brings the lab up, makes the calls, prints the summary and tears the
@@ -88,11 +91,19 @@ func Run(ctx context.Context, out io.Writer, o Options) (err error) {
 		return pod.IP.String()
 	}
 	calls := []call{
-		{"same node: n1/p2 -> n1/p3", "n1/p2", "http://" + p("n1/p3") + ":8080/", "local"},
-		{"cross node: n1/p2 -> n2/p3", "n1/p2", "http://" + p("n2/p3") + ":8080/", "remote"},
+		{"same node: n1/p2 -> n1/p3", "n1/p2", "http://" + p("n1/p3") + ":8080/", "local", ""},
+		{"cross node: n1/p2 -> n2/p3", "n1/p2", "http://" + p("n2/p3") + ":8080/", "remote", ""},
 		{fmt.Sprintf("service VIP: n1/p2 -> web %s:%d (n1/p1 slow, n2/p1 healthy)", lab.ServiceVIP, lab.ServicePort),
-			"n1/p2", fmt.Sprintf("http://%s:%d/", lab.ServiceVIP, lab.ServicePort), "remote"},
+			"n1/p2", fmt.Sprintf("http://%s:%d/", lab.ServiceVIP, lab.ServicePort), "remote", ""},
+		{"native API: n1/p2 -> default/hello/hello (n1/p3)", "n1/p2", "http://hello/", "uds", "default/hello/hello"},
+		{"native API: n1/p2 -> default/hello/hello-far (n2/p3)", "n1/p2", "http://hello/", "remote", "default/hello/hello-far"},
 	}
+	step("Meshlet hello: n1/p3 serves hello and n2/p3 hello-far on /meshlet/server/<service>; n1/p2 may call both")
+	natives, err := startNative(ctx, l, o.BinDir)
+	if err != nil {
+		return err
+	}
+	defer stopAll(natives)
 	var rows []row
 	for _, c := range calls {
 		step("%s", c.title)

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshless/meshless/daemon/cniapi"
+	"github.com/meshless/meshless/internal/idtest"
 	"github.com/meshless/meshless/internal/nstest"
 	"github.com/meshless/meshless/tests/harness"
 )
@@ -22,9 +23,13 @@ import (
 func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 	nstest.RequireRoot(t)
 	const ns = "default"
+	// Its TLS material comes from a test CA: with a static token, not a
+	// pod-bound one, the signer would refuse it.
+	tlsDir := t.TempDir()
+	idtest.NewCA(t).Issue(t, "n1", tlsDir)
 	d := harness.StartDaemon(t, harness.Binaries(t), harness.DaemonOptions{
 		NodeName: "n1",
-		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", "127.0.0.1:0"},
+		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", "127.0.0.1:0", "--tls-dir", tlsDir},
 	})
 	client := cniapi.NewClient(d.Socket)
 	endpoints := func() ([]string, string) {

@@ -94,20 +94,34 @@ func (s *meshSuite) testAccessControl(t *testing.T) {
 func (s *meshSuite) testStatusPolicy(t *testing.T) {
 	bin, _ := bins(t)
 	n1 := node(t, s.l, 1)
-	out, err := exec.Command(filepath.Join(bin, "meshlessctl"), "status", "--socket", n1.Socket, "--admin-addr", "").CombinedOutput()
-	if err != nil {
-		t.Fatalf("meshlessctl status: %v\n%s", err, out)
+	// The registry's last change reaches n1 within its poll: ask until
+	// the status shows it.
+	var out []byte
+	var text string
+	status := func() {
+		var err error
+		out, err = exec.Command(filepath.Join(bin, "meshlessctl"), "status", "--socket", n1.Socket, "--admin-addr", "").CombinedOutput()
+		if err != nil {
+			t.Fatalf("meshlessctl status: %v\n%s", err, out)
+		}
+		// Compare whitespace-separated fields: the table's padding varies.
+		var lines []string
+		for _, l := range strings.Split(string(out), "\n") {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		}
+		text = strings.Join(lines, "\n")
 	}
-	// Compare whitespace-separated fields: the table's padding varies.
-	var lines []string
-	for _, l := range strings.Split(string(out), "\n") {
-		lines = append(lines, strings.Join(strings.Fields(l), " "))
-	}
-	text := strings.Join(lines, "\n")
+	client := "default/n1-p3 spiffe://cluster.local/ns/default/sa/default default/client - - default/server/acl-local,default/server/acl-remote"
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if status(); !strings.Contains(text, client) {
+			return fmt.Errorf("status lacks %q:\n%s", client, out)
+		}
+		return nil
+	})
 	for _, want := range []string{
 		"identity: spiffe://cluster.local/meshless/node/n1",
 		"access policy enforce",
-		"default/n1-p3 spiffe://cluster.local/ns/default/sa/default default/client - - default/server/acl-local,default/server/acl-remote",
+		client,
 		"default/n1-p2 spiffe://cluster.local/ns/default/sa/default default/server acl-local 0/-,acl-remote 0/- default/client -",
 	} {
 		if !strings.Contains(text, want) {
