@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,11 @@ func run(ctx context.Context, listen, unixPath, name string, delay time.Duration
 		lns = append(lns, ln)
 	}
 	if unixPath != "" {
+		// A pod's /meshlet starts empty (the kubelet's emptyDir): make
+		// server/ as a native server does.
+		if err := os.MkdirAll(filepath.Dir(unixPath), 0o755); err != nil {
+			return err
+		}
 		os.Remove(unixPath)
 		ln, err := net.Listen("unix", unixPath)
 		if err != nil {
