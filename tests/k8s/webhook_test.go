@@ -15,9 +15,12 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshless/meshless/daemon/meshlet"
 	"github.com/meshless/meshless/install/webhook"
@@ -110,7 +113,59 @@ func testWebhook(ctx context.Context, t *testing.T, c *Cluster) {
 
 	testReinvocation(ctx, t, c, w)
 	checkServingCertificate(t, w)
+	testSignerWebhookPolicy(ctx, t, c)
 	testWebhookDown(ctx, t, c, w)
+}
+
+// testSignerWebhookPolicy: with the signer's own token, changing the
+// configuration meshless is refused by the admission policy of
+// webhook.yaml unless only caBundle changes (dry runs: the policy is
+// what is tested, nothing is stored).
+func testSignerWebhookPolicy(ctx context.Context, t *testing.T, c *Cluster) {
+	tr, err := c.Client.CoreV1().ServiceAccounts(signerNS).CreateToken(ctx, "meshless-signer",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.BearerToken = tr.Status.Token
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgs := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	update := func(edit func(*admissionregistrationv1.MutatingWebhookConfiguration)) error {
+		cur, err := cfgs.Get(ctx, "meshless", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(cur)
+		_, err = cfgs.Update(ctx, cur, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	refused := func(what string, edit func(*admissionregistrationv1.MutatingWebhookConfiguration)) {
+		t.Helper()
+		if err := update(edit); !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) || !strings.Contains(fmt.Sprint(err), "meshless-signer-webhook") {
+			t.Errorf("signer %s: %v, want refused by the policy meshless-signer-webhook", what, err)
+		}
+	}
+	refused("pointing the webhook elsewhere", func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+		m.Webhooks[0].ClientConfig.Service.Name = "evil"
+	})
+	refused("widening the rules", func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+		m.Webhooks[0].Rules[0].Resources = []string{"*"}
+	})
+	refused("dropping the object selector", func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+		m.Webhooks[0].ObjectSelector = &metav1.LabelSelector{}
+	})
+	refused("setting an owner", func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+		m.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Namespace", Name: webhookNS, UID: "x"}}
+	})
+	if err := update(func(m *admissionregistrationv1.MutatingWebhookConfiguration) {
+		m.Webhooks[0].ClientConfig.CABundle = append(m.Webhooks[0].ClientConfig.CABundle, '\n')
+	}); err != nil {
+		t.Errorf("signer changing the caBundle: %v", err)
+	}
 }
 
 // testWebhookDown: with the signer stopped, failurePolicy Fail refuses
