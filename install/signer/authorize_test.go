@@ -214,7 +214,7 @@ func TestSignRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.ca.cur.Store(old)
+	s.ca.cur.Store(&authority{CA: old})
 	if _, ref, err := s.sign(daemonCSR(good), "n1"); err == nil || ref != nil {
 		t.Errorf("with an expired CA: %v, %v; want an error", ref, err)
 	}

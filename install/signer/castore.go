@@ -41,9 +41,9 @@ type caStore struct {
 	secret, cm  string
 	log         *slog.Logger
 	onNew       func() // a new CA is in use: retry the CSRs waiting for one
-	cur         atomic.Pointer[identity.CA]
+	cur         atomic.Pointer[authority]
 	mu          sync.Mutex
-	want        *identity.CA  // loaded, not yet published
+	want        *authority    // loaded, not yet published
 	wantChanged chan struct{} // cap 1
 	seen        string        // the Secret's version last loaded (followSecret's)
 }
@@ -56,7 +56,7 @@ func newCAStore(cs kubernetes.Interface, opts Options, onNew func()) *caStore {
 }
 
 // current is the CA in use, nil until one is loaded and published.
-func (st *caStore) current() *identity.CA { return st.cur.Load() }
+func (st *caStore) current() *authority { return st.cur.Load() }
 
 // run follows the Secret and publishes until ctx is done.
 func (st *caStore) run(ctx context.Context) {
@@ -102,7 +102,7 @@ func (st *caStore) load(s *corev1.Secret, exists bool) {
 		st.log.Error("CA secret missing; create it (docs/security.md), signing with the CA in use if any", "secret", name)
 		return
 	}
-	ca, err := identity.ParseCA(s.Data[identity.CACertFile], s.Data[identity.CAKeyFile])
+	ca, err := parseAuthority(s.Data[identity.CACertFile], s.Data[identity.CAKeyFile])
 	if err != nil {
 		st.log.Error("CA secret unusable; signing with the CA in use if any", "secret", name, "err", err)
 		return
@@ -157,7 +157,7 @@ func (st *caStore) publishLoop(ctx context.Context) {
 
 // publish writes ca's bundle into the ConfigMap, creating it if needed,
 // unless it is already there.
-func (st *caStore) publish(ctx context.Context, ca *identity.CA) error {
+func (st *caStore) publish(ctx context.Context, ca *authority) error {
 	bundle := encodeCerts(ca.Bundle())
 	cms := st.cs.CoreV1().ConfigMaps(st.ns)
 	cm, err := cms.Get(ctx, st.cm, metav1.GetOptions{})

@@ -109,7 +109,7 @@ func TestCAStoreLoadsPublishesThenSigns(t *testing.T) {
 	}
 	// Publishing the same bundle again writes nothing.
 	actions := len(cs.Actions())
-	if err := st.publish(ctx, ca2); err != nil {
+	if err := st.publish(ctx, &authority{CA: ca2}); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range cs.Actions()[actions:] {

@@ -5,8 +5,10 @@
 //
 //	cfg, err := signer.RESTConfig("", signer.DefaultQPS, signer.DefaultBurst) // in-cluster
 //	cs, err := kubernetes.NewForConfig(cfg)
-//	s, err := signer.New(cs, signer.Options{})   // namespace meshless-system, ...
+//	s, err := signer.New(cs, signer.Options{Webhook: &signer.WebhookOptions{}}) // namespace meshless-system, ...
 //	go http.ListenAndServe(":15020", s.Handler()) // /healthz /readyz /metrics
+//	ln, err := net.Listen("tcp", ":9443")
+//	go s.ServeWebhook(ctx, ln)                     // the /meshlet admission webhook, HTTPS
 //	err = s.Run(ctx)
 //
 // # Who asks
@@ -51,6 +53,22 @@
 // watched: a changed Secret is loaded at once, its roots published under
 // certclient.BundleKey of the bundle ConfigMap, and only then used to
 // sign. A missing or broken Secret is logged and the CA in use kept.
+//
+// # The admission webhook
+//
+// With Options.Webhook the signer also serves install/webhook, which
+// gives the pods of a Meshlet their /meshlet, because it already holds
+// what a webhook needs: a CA that the API server can be told to trust.
+// Run issues a serving certificate from the CA in use (an ECDSA P-256
+// key in memory; the only SAN is the Service's DNS name
+// <service>.<namespace>.svc; server auth only; DefaultWebhookTTL) and
+// renews it at half its life and whenever the CA changes. It keeps the
+// caBundle of each webhook of the MutatingWebhookConfiguration
+// (DefaultWebhookConfiguration) equal to the CA's roots: written before
+// a certificate of a new CA is served, with the previous CA's roots kept
+// for a few minutes, and checked every minute (the signer has get and
+// update on that one configuration, no watch). With
+// WebhookOptions.ManualCABundle the operator keeps caBundle instead.
 //
 // # Throughput
 //

@@ -65,6 +65,45 @@ type Options struct {
 	Now func() time.Time
 	// Logger; slog.Default when nil.
 	Logger *slog.Logger
+	// Webhook, when not nil, makes the signer also the server of the
+	// admission webhook that gives the pods of a Meshlet their /meshlet
+	// (install/webhook; see ServeWebhook), with a serving certificate
+	// of the CA it holds.
+	Webhook *WebhookOptions
+}
+
+// Defaults of WebhookOptions.
+const (
+	DefaultWebhookService       = "meshless-webhook"
+	DefaultWebhookConfiguration = "meshless"
+	// DefaultWebhookTTL is the serving certificate's lifetime; it is
+	// renewed at half of it. Its key lives in the signer's memory only,
+	// so each start makes a new one.
+	DefaultWebhookTTL = 24 * time.Hour
+)
+
+// WebhookOptions configure the admission webhook the signer serves.
+type WebhookOptions struct {
+	// Service is the webhook's Service, in Options.Namespace; the
+	// certificate's only SAN is its DNS name <service>.<namespace>.svc,
+	// the name the API server checks. DefaultWebhookService when empty.
+	Service string
+	// Configuration is the MutatingWebhookConfiguration whose
+	// webhooks' caBundle the signer keeps equal to the CA's roots;
+	// DefaultWebhookConfiguration when empty.
+	Configuration string
+	// ManualCABundle leaves caBundle to the operator: the signer then
+	// needs no right on the configuration (docs/security.md says why one
+	// may want that).
+	ManualCABundle bool
+	// TTL of the serving certificate; DefaultWebhookTTL when zero.
+	TTL time.Duration
+}
+
+// dnsName is the name the API server expects the webhook to serve: the
+// Service's, <service>.<namespace>.svc.
+func (w WebhookOptions) dnsName(namespace string) string {
+	return w.Service + "." + namespace + ".svc"
 }
 
 func (o Options) withDefaults() Options {
@@ -91,6 +130,19 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Webhook != nil {
+		w := *o.Webhook
+		if w.Service == "" {
+			w.Service = DefaultWebhookService
+		}
+		if w.Configuration == "" {
+			w.Configuration = DefaultWebhookConfiguration
+		}
+		if w.TTL <= 0 {
+			w.TTL = DefaultWebhookTTL
+		}
+		o.Webhook = &w
 	}
 	return o
 }

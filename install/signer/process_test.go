@@ -60,7 +60,7 @@ func newTestSigner(t *testing.T) *testSigner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.ca.cur.Store(ca)
+	s.ca.cur.Store(&authority{CA: ca})
 	return &testSigner{Signer: s, cs: cs, logs: logs, root: ca}
 }
 

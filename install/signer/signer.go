@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/meshless/meshless/daemon/certclient"
+	"github.com/meshless/meshless/install/webhook"
 )
 
 // Signer approves, signs or denies the CertificateSigningRequests of
@@ -34,6 +35,8 @@ type Signer struct {
 	csrs    cache.SharedIndexInformer
 	metrics *metrics
 	synced  atomic.Bool
+	webhook *webhookCert     // nil without Options.Webhook
+	hook    *webhook.Handler // nil without Options.Webhook
 
 	doneMu sync.Mutex
 	done   map[types.UID]time.Time // CSRs finished here, while the cache may lag
@@ -62,7 +65,14 @@ func New(cs kubernetes.Interface, opts Options) (*Signer, error) {
 		metrics: newMetrics(),
 		done:    map[types.UID]time.Time{},
 	}
-	s.ca = newCAStore(cs, opts, s.requeueAll)
+	s.ca = newCAStore(cs, opts, s.newCA)
+	if opts.Webhook != nil {
+		s.webhook = newWebhookCert(cs, opts, s.ca.current)
+		var err error
+		if s.hook, err = webhook.NewHandler(webhook.Options{Logger: opts.Logger.With("server", "webhook"), Registerer: s.metrics.reg}); err != nil {
+			return nil, fmt.Errorf("signer: %w", err)
+		}
+	}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = "spec.signerName=" + certclient.SignerName
 	}))
@@ -78,8 +88,11 @@ func New(cs kubernetes.Interface, opts Options) (*Signer, error) {
 }
 
 // Ready reports whether the signer can sign: a CA is loaded and
-// published, and the CSR cache is synced.
-func (s *Signer) Ready() bool { return s.synced.Load() && s.ca.current() != nil }
+// published, and the CSR cache is synced; and, with Options.Webhook,
+// the webhook has its serving certificate.
+func (s *Signer) Ready() bool {
+	return s.synced.Load() && s.ca.current() != nil && (s.webhook == nil || s.webhook.cert.Load() != nil)
+}
 
 // Run watches CSRs and the CA Secret and handles CSRs with
 // Options.Workers workers until ctx is done; then it returns nil.
@@ -92,6 +105,9 @@ func (s *Signer) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	wg.Go(func() { s.ca.run(ctx) })
+	if s.webhook != nil {
+		wg.Go(func() { s.webhook.run(ctx) })
+	}
 	wg.Go(func() { s.csrs.RunWithContext(ctx) })
 	if !cache.WaitForCacheSync(ctx.Done(), s.csrs.HasSynced) {
 		return nil
@@ -145,8 +161,16 @@ func (s *Signer) forget(obj any) {
 	}
 }
 
-// requeueAll queues every unfinished CSR again: a new CA is in use, and
-// CSRs that waited for one can be signed.
+// newCA is called when a new CA is in use: the CSRs that waited for one
+// can be signed, and the webhook needs a certificate of it.
+func (s *Signer) newCA() {
+	s.requeueAll()
+	if s.webhook != nil {
+		s.webhook.wake()
+	}
+}
+
+// requeueAll queues every unfinished CSR again.
 func (s *Signer) requeueAll() {
 	for _, obj := range s.csrs.GetStore().List() {
 		s.enqueue(obj)
@@ -202,8 +226,8 @@ func newMetrics() *metrics {
 
 func (m *metrics) result(r string) { m.requests.WithLabelValues(r).Inc() }
 
-// Handler serves /healthz (the process runs), /readyz (Ready: a CA is
-// loaded and published, the CSR cache is synced) and /metrics.
+// Handler serves /healthz (the process runs), /readyz (Ready) and
+// /metrics (the signer's and the webhook's).
 func (s *Signer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -211,7 +235,7 @@ func (s *Signer) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.Ready() {
-			http.Error(w, "not ready: no CA loaded or CSR cache not synced", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: no CA loaded, CSR cache not synced, or no webhook certificate", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

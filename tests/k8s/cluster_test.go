@@ -141,6 +141,7 @@ type Cluster struct {
 	etcdPort, etcdPeerPort, apiPort, kcmPort int
 
 	etcd, apiserver, kcm *proc
+	egress               *egressProxy
 
 	// Kubeconfig is an admin kubeconfig file (static token).
 	Kubeconfig string
@@ -172,6 +173,8 @@ func StartCluster(t *testing.T) *Cluster {
 	writeFile(t, c.path("sa.key"), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	writeFile(t, c.path("sa.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
 	writeFile(t, c.path("tokens.csv"), []byte(adminToken+",admin,admin-uid,system:masters\n"))
+	c.egress = startEgressProxy(t, c.path("egress.sock"))
+	writeFile(t, c.path("egress.yaml"), []byte(c.egress.config()))
 
 	c.etcd = c.start("etcd", "etcd",
 		"--name=default",
@@ -236,6 +239,9 @@ func (c *Cluster) StartAPIServer() {
 		"--service-account-key-file="+c.path("sa.pub"),
 		"--service-account-signing-key-file="+c.path("sa.key"),
 		"--allow-privileged=true",
+		// The cluster's Services, webhooks among them, through the test's
+		// proxy (egress_test.go): nothing else routes a ClusterIP here.
+		"--egress-selector-config-file="+c.path("egress.yaml"),
 		"--profiling=false",
 		"--v=1",
 	)
@@ -252,6 +258,9 @@ func (c *Cluster) StopAPIServer() {
 func (c *Cluster) Stop() {
 	for _, p := range []*proc{c.kcm, c.apiserver, c.etcd} {
 		p.stop(false)
+	}
+	if c.egress != nil {
+		c.egress.close()
 	}
 	if c.t.Failed() {
 		for _, p := range []*proc{c.etcd, c.apiserver, c.kcm} {

@@ -26,7 +26,8 @@ func testManifests(ctx context.Context, t *testing.T, c *Cluster) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "install", "kubernetes")
-	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml"), filepath.Join(dir, "meshlet-crd.yaml")}
+	manifests := []string{filepath.Join(dir, "meshless.yaml"), filepath.Join(dir, "uninstall.yaml"), filepath.Join(dir, "meshlet-crd.yaml"),
+		filepath.Join(dir, "signer.yaml"), filepath.Join(dir, "webhook.yaml")}
 
 	dryRunManifests(t, c, manifests)
 	saKubeconfig := applyManifest(ctx, t, c, manifests[0])

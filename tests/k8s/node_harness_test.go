@@ -103,6 +103,9 @@ type Node struct {
 	DaemonDir string
 	// PluginLog is meshless-cni's logFile.
 	PluginLog string
+	// MeshletDir is meshlessd's --meshlet-dir: the DaemonSet's (the
+	// kubelet's emptyDir of each pod) under this kubelet's root dir.
+	MeshletDir string
 
 	crictlBin           string
 	containerd, kubelet *proc
@@ -199,6 +202,7 @@ func StartNode(t *testing.T, c *Cluster, bins harness.Bins) *Node {
 		Kubeconfig: filepath.Join(dir, "node.kubeconfig"),
 		DaemonDir:  filepath.Join(dir, "meshlessd"),
 		PluginLog:  filepath.Join(dir, "meshless-cni.log"),
+		MeshletDir: manifestMeshletDir(t, filepath.Join(dir, "kubelet")),
 		crictlBin:  filepath.Join(c.bin, "crictl"),
 		podNetns:   map[string]bool{},
 	}
@@ -267,7 +271,8 @@ func (n *Node) StartDaemon() *harness.Daemon {
 		Dir:       n.DaemonDir,
 		NodeName:  n.Name,
 		NetnsPath: n.Netns,
-		Args:      []string{"--kubeconfig", n.Kubeconfig, "--tunnel-addr", net.JoinHostPort(n.IP, "15008"), "--tls-dir", tlsDir},
+		Args: []string{"--kubeconfig", n.Kubeconfig, "--tunnel-addr", net.JoinHostPort(n.IP, "15008"), "--tls-dir", tlsDir,
+			"--meshlet-dir", n.MeshletDir},
 	})
 }
 

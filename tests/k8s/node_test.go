@@ -113,6 +113,7 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 	}
 
 	t.Run("meshlet policy", func(t *testing.T) { testMeshletPolicy(ctx, t, c, n, d, ns, vip, server.Name) })
+	t.Run("meshlet dir", func(t *testing.T) { testMeshletDir(ctx, t, c, n, ns) })
 
 	// Deleting the server pod deregisters it (the kubelet's StopPodSandbox
 	// runs CNI DEL).

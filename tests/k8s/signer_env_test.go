@@ -26,7 +26,9 @@ import (
 // signerNS is the namespace of install/kubernetes.
 const signerNS = certclient.DefaultNamespace
 
-// signerEnv is a control plane with install/kubernetes applied, a CA
+// signerEnv is a control plane with install/kubernetes applied (the
+// webhook's configuration too, which refuses pods of a Meshlet while its
+// server does not run: no test here makes one but testWebhook), a CA
 // Secret made as docs/security.md says, nodes n1 and n2 and a daemon pod
 // on each (created by hand: there is no scheduler or kubelet).
 type signerEnv struct {
@@ -44,7 +46,7 @@ func newSignerEnv(ctx context.Context, t *testing.T, c *Cluster) *signerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"meshless.yaml", "signer.yaml"} {
+	for _, f := range []string{"meshless.yaml", "signer.yaml", "webhook.yaml"} {
 		e.kubectl(t, "apply", "-f", filepath.Join(root, "install", "kubernetes", f))
 	}
 	// The controllers would make pods that never run here: no scheduler

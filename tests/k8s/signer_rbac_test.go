@@ -28,6 +28,8 @@ func no(args ...string) canICase  { return canICase{false, args} }
 const (
 	csrs       = "certificatesigningrequests.certificates.k8s.io"
 	inMeshless = "--namespace=" + signerNS
+	mwcs       = "mutatingwebhookconfigurations.admissionregistration.k8s.io"
+	vwcs       = "validatingwebhookconfigurations.admissionregistration.k8s.io"
 )
 
 // testSignerRBAC asks the API server, with `kubectl auth can-i --as`,
@@ -58,6 +60,14 @@ func testSignerRBAC(ctx context.Context, t *testing.T, e *signerEnv) {
 			no("get", "configmaps/other", inMeshless), no("delete", "configmaps/meshless-ca-bundle", inMeshless),
 			no("update", "configmaps/meshless-ca-bundle", "--namespace=default"),
 			no("create", "serviceaccounts/token", inMeshless), no("get", "nodes"),
+
+			// The /meshlet webhook's caBundle: that one configuration.
+			yes("get", mwcs+"/meshless"), yes("update", mwcs+"/meshless"),
+			no("update", mwcs+"/other"), no("get", mwcs+"/other"), no("patch", mwcs+"/meshless"),
+			no("delete", mwcs+"/meshless"), no("create", mwcs), no("list", mwcs), no("watch", mwcs),
+			no("update", vwcs+"/meshless"), no("get", vwcs+"/meshless"),
+			no("update", "validatingadmissionpolicies.admissionregistration.k8s.io/meshless-daemon-csrs"),
+			no("update", "services/meshless-webhook", inMeshless),
 		},
 		daemonSA: {
 			yes("create", csrs), yes("get", csrs), yes("watch", csrs), yes("delete", csrs),
@@ -69,6 +79,7 @@ func testSignerRBAC(ctx context.Context, t *testing.T, e *signerEnv) {
 			no("update", "configmaps/meshless-ca-bundle", inMeshless), no("list", "configmaps", inMeshless),
 			no("get", "configmaps/other", inMeshless), no("get", "configmaps/meshless-ca-bundle", "--namespace=default"),
 			no("create", "configmaps", inMeshless),
+			no("get", mwcs+"/meshless"), no("update", mwcs+"/meshless"),
 		},
 	}
 	var wg sync.WaitGroup

@@ -39,6 +39,8 @@ func TestSigner(t *testing.T) {
 	t.Run("rbac", func(t *testing.T) { testSignerRBAC(ctx, t, e) })
 	t.Run("daemon admission", func(t *testing.T) { testDaemonAdmission(ctx, t, e) })
 	t.Run("binary", func(t *testing.T) { testSignerBinary(ctx, t, e) })
+	// The binary again, serving the /meshlet webhook; stopped after it.
+	t.Run("webhook", func(t *testing.T) { testWebhook(ctx, t, c) })
 	// Before the signer runs: a CSR whose pod is replaced meanwhile.
 	uidCase := prepareUIDMismatch(ctx, t, e)
 	e.startSigner(ctx, t, signer.DefaultQPS, signer.DefaultBurst)

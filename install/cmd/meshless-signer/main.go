@@ -1,11 +1,14 @@
 // Command meshless-signer is the Meshless Kubernetes signer: it approves
 // and signs the node daemons' CertificateSigningRequests (signer name
 // meshless.io/node) with the CA of a Secret, and publishes the CA's
-// trust bundle in a ConfigMap. It runs as its own Deployment
-// (install/kubernetes/signer.yaml); see install/signer and
+// trust bundle in a ConfigMap. It also serves the admission webhook that
+// gives the pods of a Meshlet their /meshlet (install/webhook), with a
+// certificate of that CA. It runs as its own Deployment
+// (install/kubernetes/signer.yaml, webhook.yaml); see install/signer and
 // docs/security.md.
 //
 //	meshless-signer [--namespace meshless-system] [--service-account meshless] [--kubeconfig FILE]
+//	                [--webhook-addr :9443] [--webhook-config meshless]
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshless/meshless/daemon/certclient"
@@ -35,6 +39,7 @@ var Version = "dev"
 type config struct {
 	kubeconfig  string
 	adminAddr   string
+	webhookAddr string
 	trustDomain string
 	qps         float64
 	burst       int
@@ -68,6 +73,10 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&c.qps, "qps", signer.DefaultQPS, "API requests per second (client-go's default 5 would cap issuance near 1.7 certificates/s)")
 	fs.IntVar(&c.burst, "burst", signer.DefaultBurst, "API request burst")
 	fs.StringVar(&c.adminAddr, "admin-addr", ":15020", "address of /healthz, /readyz, /metrics (empty: none)")
+	fs.StringVar(&c.webhookAddr, "webhook-addr", ":9443", "HTTPS address of the admission webhook that gives the pods of a Meshlet their /meshlet (empty: none)")
+	var hook signer.WebhookOptions
+	fs.StringVar(&hook.Service, "webhook-service", signer.DefaultWebhookService, "the webhook's Service in --namespace: its DNS name is the serving certificate's SAN")
+	fs.StringVar(&hook.Configuration, "webhook-config", signer.DefaultWebhookConfiguration, "MutatingWebhookConfiguration whose caBundle the signer keeps current (empty: the operator sets it)")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -85,11 +94,16 @@ func parseFlags(args []string) (config, error) {
 		return c, err
 	}
 	c.opts.TrustDomain = td
+	if c.webhookAddr != "" {
+		hook.ManualCABundle = hook.Configuration == ""
+		c.opts.Webhook = &hook
+	}
 	c.opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.logLevel}))
 	return c, nil
 }
 
-// run runs the signer and its admin server until ctx is done.
+// run runs the signer, its admin server and its webhook server until
+// ctx is done, or one of them fails.
 func run(ctx context.Context, c config) error {
 	restCfg, err := signer.RESTConfig(c.kubeconfig, float32(c.qps), c.burst)
 	if err != nil {
@@ -117,6 +131,15 @@ func run(ctx context.Context, c config) error {
 			}
 		}()
 	}
+	g, ctx := errgroup.WithContext(ctx)
+	if c.webhookAddr != "" {
+		ln, err := net.Listen("tcp", c.webhookAddr)
+		if err != nil {
+			return fmt.Errorf("webhook server: %w", err)
+		}
+		g.Go(func() error { return s.ServeWebhook(ctx, ln) })
+	}
 	c.opts.Logger.Info("meshless-signer starting", "version", Version, "qps", c.qps, "burst", c.burst)
-	return s.Run(ctx)
+	g.Go(func() error { return s.Run(ctx) })
+	return g.Wait()
 }

@@ -26,6 +26,19 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || c.opts.Namespace != "mesh" || c.opts.ServiceAccount != "d" || c.opts.TrustDomain.String() != "example.org" || c.qps != 50 {
 		t.Errorf("flags: %+v, %v", c, err)
 	}
+	c, _ = parseFlags(nil)
+	if w := c.opts.Webhook; c.webhookAddr != ":9443" || w == nil || w.Service != signer.DefaultWebhookService ||
+		w.Configuration != signer.DefaultWebhookConfiguration || w.ManualCABundle {
+		t.Errorf("webhook defaults: %q %+v", c.webhookAddr, w)
+	}
+	c, _ = parseFlags([]string{"--webhook-addr=127.0.0.1:8443", "--webhook-config="})
+	if w := c.opts.Webhook; w == nil || !w.ManualCABundle {
+		t.Errorf("--webhook-config empty: %+v, want the caBundle left to the operator", w)
+	}
+	c, _ = parseFlags([]string{"--webhook-addr="})
+	if c.opts.Webhook != nil {
+		t.Errorf("--webhook-addr empty: webhook %+v, want none", c.opts.Webhook)
+	}
 	for _, args := range [][]string{{"--trust-domain=spiffe://x"}, {"extra"}, {"--log-level=loud"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q accepted", args)

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -59,6 +60,11 @@ func run(ctx context.Context, listen, unixPath, nativeService, name string, dela
 		lns = append(lns, ln)
 	}
 	if unixPath != "" {
+		// A pod's /meshlet starts empty (the kubelet's emptyDir): make
+		// server/ as a native server does.
+		if err := os.MkdirAll(filepath.Dir(unixPath), 0o755); err != nil {
+			return err
+		}
 		os.Remove(unixPath)
 		ln, err := net.Listen("unix", unixPath)
 		if err != nil {
