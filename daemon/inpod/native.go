@@ -73,11 +73,12 @@ func openNative(layout meshletdir.Layout, spec *cniapi.Pod) (net.Listener, error
 			return nil, fmt.Errorf("remove stale native api socket: %w", err)
 		}
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	// Closing it removes the socket file. (meshletdir.Listen: the
+	// kubelet's pod folders are too deep for a socket address.)
+	ln, err := meshletdir.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("native api socket: %w", err)
 	}
-	ln.SetUnlinkOnClose(true)
 	if err := os.Chmod(path, nativeSocketMode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod native api socket: %w", err)

@@ -121,6 +121,11 @@ func (a *Manager) Sweep() {
 	for _, e := range a.pods {
 		spec := e.pod.Spec()
 		if podnet.Exists(spec.Netns) {
+			if e.native == nil {
+				// The pod's Meshless folder may appear after its ADD
+				// (the kubelet's volume); then its socket opens now.
+				a.startNative(e)
+			}
 			continue
 		}
 		if err := a.deregisterLocked(spec.Attachment, "netns gone"); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshless/meshless/daemon/decide"
 	"github.com/meshless/meshless/daemon/inpod"
+	"github.com/meshless/meshless/daemon/meshletdir"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/podnet"
 	"github.com/meshless/meshless/daemon/race"
@@ -138,10 +139,7 @@ func dialUnix(ctx context.Context, path string) (*net.UnixConn, error) {
 	if st.Mode().Type() != fs.ModeSocket {
 		return nil, fmt.Errorf("%s is not a socket: %w", path, fs.ErrNotExist)
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.UnixConn), nil
+	// The kubelet's pod folders are too deep for a socket address:
+	// meshletdir.Dial reaches the socket through its folder.
+	return meshletdir.Dial(ctx, path)
 }
