@@ -17,20 +17,25 @@ import (
 	"github.com/meshless/meshless/tests/harness"
 )
 
+// startKubeDaemon runs meshlessd with --kubeconfig against c. Its TLS
+// material comes from a test CA: with a static token, not a pod-bound one,
+// the signer would refuse it.
+func startKubeDaemon(t *testing.T, c *Cluster) *harness.Daemon {
+	tlsDir := t.TempDir()
+	idtest.NewCA(t).Issue(t, "n1", tlsDir)
+	return harness.StartDaemon(t, harness.Binaries(t), harness.DaemonOptions{
+		NodeName: "n1",
+		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", "127.0.0.1:0", "--tls-dir", tlsDir},
+	})
+}
+
 // testDaemon runs the real meshlessd with --kubeconfig against the cluster
 // and checks that its routing table, as `meshlessctl status` shows it,
 // follows a Service and its Pod.
 func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 	nstest.RequireRoot(t)
 	const ns = "default"
-	// Its TLS material comes from a test CA: with a static token, not a
-	// pod-bound one, the signer would refuse it.
-	tlsDir := t.TempDir()
-	idtest.NewCA(t).Issue(t, "n1", tlsDir)
-	d := harness.StartDaemon(t, harness.Binaries(t), harness.DaemonOptions{
-		NodeName: "n1",
-		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", "127.0.0.1:0", "--tls-dir", tlsDir},
-	})
+	d := startKubeDaemon(t, c)
 	client := cniapi.NewClient(d.Socket)
 	endpoints := func() ([]string, string) {
 		st, err := client.Status(ctx)

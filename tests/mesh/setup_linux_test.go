@@ -36,7 +36,6 @@ func bins(t *testing.T) (string, string) {
 	return b.Dir, b.RefDir
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // upLab builds a 2-node lab with 3 pods per node, adds this suite's
 // services to its registry and waits until both daemons route them. The
