@@ -65,9 +65,6 @@ type Options[C any] struct {
 	// may come after Dial has returned; Report must be safe for concurrent
 	// use when shared between races.
 	Report func(c C, r Result, err error)
-	// Shuffle randomises the order of equal candidates; rand.Shuffle when
-	// nil. For tests.
-	Shuffle func(n int, swap func(i, j int))
 }
 
 type result[T io.Closer] struct {
@@ -179,11 +176,7 @@ func order[C any](cands []C, o Options[C]) []int {
 	for i := range idx {
 		idx[i] = i
 	}
-	shuffle := o.Shuffle
-	if shuffle == nil {
-		shuffle = rand.Shuffle
-	}
-	shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
+	rand.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
 	if o.Priority != nil {
 		prio := make([]int, len(cands))
 		for i, c := range cands {

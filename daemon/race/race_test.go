@@ -245,7 +245,7 @@ func TestFanout(t *testing.T) {
 	}
 	conn, won, err := Dial(ctxT(t), []int{0, 1, 2, 3, 4, 5}, dial, Options[int]{
 		Fanout:  2,
-		Shuffle: func(int, func(i, j int)) {}, // keep the given order
+		Priority: func(c int) int { return c }, // the given order
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,10 @@ func TestFanout(t *testing.T) {
 // for a failure, whichever comes first.
 func TestStagger(t *testing.T) {
 	srv := newServer(t)
-	keep := func(int, func(i, j int)) {}
+	// inOrder launches candidates in the order given.
+	inOrder := func(cands ...string) func(string) int {
+		return func(c string) int { return slices.Index(cands, c) }
+	}
 
 	t.Run("failure starts the next at once", func(t *testing.T) {
 		conn, won, err := Dial(ctxT(t), []string{"down", "up"}, func(ctx context.Context, c string) (*net.TCPConn, error) {
@@ -274,7 +277,7 @@ func TestStagger(t *testing.T) {
 				return nil, errRefused
 			}
 			return tcpDial(ctx, srv.addr)
-		}, Options[string]{Stagger: time.Hour, Shuffle: keep})
+		}, Options[string]{Stagger: time.Hour, Priority: inOrder("down", "up")})
 		if err != nil || won != "up" {
 			t.Fatalf("won %q err %v", won, err)
 		}
@@ -289,7 +292,7 @@ func TestStagger(t *testing.T) {
 			launched = append(launched, c)
 			mu.Unlock()
 			return tcpDial(ctx, srv.addr)
-		}, Options[string]{Stagger: time.Hour, Shuffle: keep})
+		}, Options[string]{Stagger: time.Hour, Priority: inOrder("a", "b", "c")})
 		if err != nil || won != "a" {
 			t.Fatalf("won %q err %v", won, err)
 		}
@@ -309,7 +312,7 @@ func TestStagger(t *testing.T) {
 				return nil, ctx.Err()
 			}
 			return tcpDial(ctx, srv.addr)
-		}, Options[string]{Stagger: 20 * time.Millisecond, Shuffle: keep, Report: rep.report})
+		}, Options[string]{Stagger: 20 * time.Millisecond, Priority: inOrder("hang", "up"), Report: rep.report})
 		if err != nil || won != "up" {
 			t.Fatalf("won %q err %v", won, err)
 		}

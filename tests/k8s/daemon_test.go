@@ -3,7 +3,9 @@ package k8s
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,13 +22,48 @@ import (
 // startKubeDaemon runs meshlessd with --kubeconfig against c. Its TLS
 // material comes from a test CA: with a static token, not a pod-bound one,
 // the signer would refuse it.
-func startKubeDaemon(t *testing.T, c *Cluster) *harness.Daemon {
+func startKubeDaemon(t *testing.T, c *Cluster, tunnelAddr string) *harness.Daemon {
 	tlsDir := t.TempDir()
 	idtest.NewCA(t).Issue(t, "n1", tlsDir)
 	return harness.StartDaemon(t, harness.Binaries(t), harness.DaemonOptions{
 		NodeName: "n1",
-		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", "127.0.0.1:0", "--tls-dir", tlsDir},
+		Args:     []string{"--kubeconfig", c.Kubeconfig, "--tunnel-addr", tunnelAddr, "--tls-dir", tlsDir},
 	})
+}
+
+// waitSynced waits until the daemon's table holds the cluster's nodes,
+// and checks that their tunnels have the daemon's tunnel port.
+func waitSynced(ctx context.Context, t *testing.T, client *cniapi.Client, port int) {
+	// The daemon has synced once its table holds the cluster's nodes.
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		st, err := client.Status(ctx)
+		if err != nil {
+			t.Fatalf("daemon status: %v", err)
+		}
+		if len(st.Nodes) > 0 {
+			t.Logf("meshlessd synced with the API server in %v", time.Since(start).Round(time.Millisecond))
+			for _, n := range st.Nodes {
+				if !strings.HasSuffix(n.Tunnel, fmt.Sprintf(":%d", port)) {
+					t.Errorf("node %s's tunnel %s, want port %d (--tunnel-addr's)", n.Name, n.Tunnel, port)
+				}
+			}
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("meshlessd did not sync in 30s: %+v", st)
+		}
+	}
+
+}
+
+// freeLoopbackPort returns a port free on loopback right now.
+func freeLoopbackPort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // testDaemon runs the real meshlessd with --kubeconfig against the cluster
@@ -35,7 +72,10 @@ func startKubeDaemon(t *testing.T, c *Cluster) *harness.Daemon {
 func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 	nstest.RequireRoot(t)
 	const ns = "default"
-	d := startKubeDaemon(t, c)
+	// A tunnel port other than 15008: the nodes' tunnels in its table must
+	// have it too (the API server does not know it).
+	port := freeLoopbackPort(t)
+	d := startKubeDaemon(t, c, fmt.Sprintf("127.0.0.1:%d", port))
 	client := cniapi.NewClient(d.Socket)
 	endpoints := func() ([]string, string) {
 		st, err := client.Status(ctx)
@@ -63,20 +103,7 @@ func testDaemon(ctx context.Context, t *testing.T, c *Cluster) {
 		return 0
 	}
 
-	// The daemon has synced once its table holds the cluster's nodes.
-	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-		st, err := client.Status(ctx)
-		if err != nil {
-			t.Fatalf("daemon status: %v", err)
-		}
-		if len(st.Nodes) > 0 {
-			t.Logf("meshlessd synced with the API server in %v", time.Since(start).Round(time.Millisecond))
-			break
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatalf("meshlessd did not sync in 30s: %+v", st)
-		}
-	}
+	waitSynced(ctx, t, client, port)
 
 	if _, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "api"},
