@@ -11,6 +11,9 @@ CNI_PLUGINS := main/bridge main/loopback ipam/host-local
 # Test packages run one at a time: root tests share iptables' lock and
 # kernel state, and the machines have two cores.
 TEST_FLAGS ?= -count=1 -p 1 -timeout 30m
+# Where make bench writes its results (a trial run can go elsewhere than
+# the committed bench/results).
+BENCH_OUT ?= bench/results
 
 .PHONY: all help build deps cni-plugins test unit demo bench clean
 
@@ -24,7 +27,7 @@ help:
 	@echo "make cni-plugins  the reference CNI plugins into $(CNI_BIN_DIR)"
 	@echo "make kube-bins    kube-apiserver, controller-manager, kubelet, kubectl at a pinned version into .cache/k8s (first time ~10 min)"
 	@echo "make e2e-k8s      the Kubernetes tests alone: discovery, manifests, a real kubelet + containerd node (root)"
-	@echo "make bench        benchmarks on the lab: direct vs HAProxy sidecars vs meshless, into bench/results (root; BENCH_QUICK=1: ~3 min)"
+	@echo "make bench        benchmarks on the lab: direct vs HAProxy sidecars vs meshless, into bench/results (root; BENCH_QUICK=1: ~3 min; BENCH_OUT=dir)"
 
 build:
 	@mkdir -p $(BIN)
@@ -61,7 +64,7 @@ bench: build cni-plugins
 	@command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nftables iproute2; }
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/benchapp ./bench/cmd/benchapp
 	$(GO) build -o $(BIN)/meshless-bench ./bench/cmd/meshless-bench
-	$(BIN)/meshless-bench --bin-dir $(BIN) --cni-bin-dir $(CNI_BIN_DIR) --out bench/results
+	$(BIN)/meshless-bench --bin-dir $(BIN) --cni-bin-dir $(CNI_BIN_DIR) --out $(BENCH_OUT)
 
 unit:
 	$(GO) test -count=1 -short ./...

@@ -53,27 +53,6 @@ func handle(c net.Conn) {
 	}
 }
 
-// Dialer opens the client's connections ("tcp4" host:port or "unix" path).
-type Dialer struct {
-	Network, Addr string
-	Timeout       time.Duration
-}
-
-func (d Dialer) dial(ctx context.Context) (net.Conn, error) {
-	t := d.Timeout
-	if t == 0 {
-		t = 15 * time.Second
-	}
-	c, err := (&net.Dialer{Timeout: t}).DialContext(ctx, d.Network, d.Addr)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	return c, nil
-}
-
 // LatencyOptions configure Latency.
 type LatencyOptions struct {
 	// Size is the message size in bytes.

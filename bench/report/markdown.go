@@ -17,7 +17,7 @@ func (r *Results) Markdown() string {
 	w("# Meshless benchmarks\n\n")
 	w("Run %s, %s mode, %d rounds interleaved (medians over rounds), %.0f s in all. Machine: %s, %d cores, kernel %s, %s, %s, commit %s.\n\n",
 		m.Date, mode, r.Config.Rounds, r.Seconds, m.CPU, m.Cores, m.Kernel, m.GoVersion, m.HAProxy, m.Commit)
-	w("Set-ups over the same lab pods: **direct** (no mesh), **sidecar** (HAProxy in each pod behind in-pod iptables-style REDIRECT, outbound and inbound: 6 stack traversals), **meshless** (transparent redirection to meshlessd), **meshless-uds** (the server pod also serves the native unix socket).\n\n")
+	w("Set-ups over the same lab pods: **direct** (no mesh), **sidecar** (HAProxy in each pod behind in-pod iptables-style REDIRECT, outbound and inbound: 6 stack traversals), **meshless** (transparent redirection to meshlessd), **meshless-uds** (the server pod also serves the native unix socket), **native** (a native client, `native.Dial`, to a native server, `native.Listen`, over the pods' /meshlet unix sockets: on the same node the daemon hands the client the server's socket and leaves the byte path; across nodes it relays through the tunnel).\n\n")
 
 	w("## Targets\n\n| Claim | Want | Got | Verdict |\n|---|---|---|---|\n")
 	for _, t := range r.Targets {
@@ -34,7 +34,7 @@ func (r *Results) Markdown() string {
 
 	for _, place := range []string{Same, Cross} {
 		w("## %s\n\n", place)
-		w("Latency in µs (p50 / p90 / p99), rate in req/s, conn/s or Gbit/s. Ratios are meshless÷direct and meshless÷sidecar on p50 / p99 (latency) or on the rate.\n\n")
+		w("Latency in µs (p50 / p90 / p99), rate in req/s, conn/s or Gbit/s. Ratios are set-up÷direct and set-up÷sidecar on p50 / p99 (latency) or on the rate.\n\n")
 		w("| Test | Set-up | p50 | p90 | p99 | Rate | CPU s per 1000 req/s | RSS MiB | ÷direct | ÷sidecar |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, test := range Tests {
 			d, _ := r.Get(Direct, place, test)
@@ -48,7 +48,7 @@ func (r *Results) Markdown() string {
 				row := fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |", test, setup,
 					num(s.P50, lat), num(s.P90, lat), num(s.P99, lat), rateStr(s.Rate, test), ptr(s.CPUPer1000, "%.3f"), ptr(s.RSSMiB, "%.1f"))
 				rd, rs := "", ""
-				if setup == Meshless || setup == UDS || setup == Sockmap {
+				if setup == Meshless || setup == UDS || setup == Sockmap || setup == Native {
 					rd, rs = ratios(s, d, lat), ratios(s, sc, lat)
 				}
 				w("%s %s | %s |\n", row, rd, rs)

@@ -3,7 +3,6 @@
 package report
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/meshless/meshless/bench/load"
@@ -15,6 +14,11 @@ const (
 	Sidecar  = "sidecar"
 	Meshless = "meshless"
 	UDS      = "meshless-uds"
+	// Native is a native client (daemon/native Dial) to a native server
+	// (Listen on /meshlet/server/<service>): on the same node the daemon
+	// hands the client the server's socket and leaves the byte path,
+	// across nodes it relays over the tunnel.
+	Native = "native"
 	// Sockmap is meshless with meshlessd --sockmap (kernel forwarding);
 	// measured only when asked (meshless-bench --sockmap), then appended
 	// to Setups.
@@ -22,7 +26,7 @@ const (
 )
 
 // Setups lists the set-ups in table order.
-var Setups = []string{Direct, Sidecar, Meshless, UDS}
+var Setups = []string{Direct, Sidecar, Meshless, UDS, Native}
 
 // Placements: client and server on the same node or on two nodes.
 const (
@@ -296,67 +300,4 @@ func (r *Results) RaceGet(config string, lossy bool) (RaceSummary, bool) {
 		}
 	}
 	return RaceSummary{}, false
-}
-
-// Evaluate fills r.Targets from the summaries.
-func (r *Results) Evaluate() {
-	r.Targets = nil
-	add := func(name, want string, got float64, limit float64, higherBetter, known bool, unit string) {
-		t := Target{Name: name, Want: want, Known: known}
-		if known {
-			t.Got = fmt.Sprintf("%.3f%s", got, unit)
-			if higherBetter {
-				t.Met = got >= limit
-			} else {
-				t.Met = got <= limit
-			}
-		} else {
-			t.Got = "not measured"
-		}
-		r.Targets = append(r.Targets, t)
-	}
-	ratio := func(setup, place, test string, field func(Summary) float64) (float64, bool) {
-		m, ok1 := r.Get(setup, place, test)
-		d, ok2 := r.Get(Direct, place, test)
-		if !ok1 || !ok2 || field(d) == 0 {
-			return 0, false
-		}
-		return field(m) / field(d), true
-	}
-	p50 := func(s Summary) float64 { return s.P50 }
-	p99 := func(s Summary) float64 { return s.P99 }
-	rate := func(s Summary) float64 { return s.Rate }
-	for _, setup := range []string{Meshless, UDS} {
-		for _, test := range []string{LatFixed1, LatFixed1K} {
-			v, ok := ratio(setup, Same, test, p50)
-			add(fmt.Sprintf("%s same-node p50 (%s) ≤ direct", setup, test), "ratio ≤ 1.00", v, 1.0, false, ok, "×")
-			v, ok = ratio(setup, Same, test, p99)
-			add(fmt.Sprintf("%s same-node p99 (%s) ≤ direct", setup, test), "ratio ≤ 1.00", v, 1.0, false, ok, "×")
-			v, ok = ratio(setup, Cross, test, p50)
-			add(fmt.Sprintf("%s cross-node p50 (%s) within 5%% of direct", setup, test), "ratio ≤ 1.05", v, 1.05, false, ok, "×")
-			v, ok = ratio(setup, Cross, test, p99)
-			add(fmt.Sprintf("%s cross-node p99 (%s) within 10%% of direct", setup, test), "ratio ≤ 1.10", v, 1.10, false, ok, "×")
-		}
-		for _, place := range []string{Same, Cross} {
-			v, ok := ratio(setup, place, BulkThrough, rate)
-			add(fmt.Sprintf("%s %s single-stream throughput ≥ 90%% of direct", setup, place), "ratio ≥ 0.90", v, 0.9, true, ok, "×")
-			v, ok = ratio(setup, place, ConnRate, rate)
-			add(fmt.Sprintf("%s %s new-connection rate ≥ half of direct", setup, place), "ratio ≥ 0.50", v, 0.5, true, ok, "×")
-		}
-	}
-	if m := r.Memory; m != nil && m.SidecarRSSSumMiB > 0 {
-		add(fmt.Sprintf("one daemon serving %d pods vs %d sidecars (RSS)", m.Pods, m.Pods), "daemon/sidecars ≤ 0.01",
-			m.DaemonRSSAfterMiB/m.SidecarRSSSumMiB, 0.01, false, true, "×")
-		add(fmt.Sprintf("one daemon serving %d pods vs %d sidecars (PSS, shared pages counted once)", m.Pods, m.Pods), "daemon/sidecars ≤ 0.01",
-			m.DaemonRSSAfterMiB/m.SidecarPSSSumMiB, 0.01, false, m.SidecarPSSSumMiB > 0, "×")
-	} else {
-		add("one daemon serving 100 pods vs 100 sidecars", "daemon/sidecars ≤ 0.01", 0, 0, false, false, "")
-	}
-	h, ok1 := r.RaceGet(RaceMeshless, false)
-	l, ok2 := r.RaceGet(RaceMeshless, true)
-	v := 0.0
-	if ok1 && ok2 && h.P99 > 0 {
-		v = l.P99 / h.P99
-	}
-	add("racing: p99 connect with a 50%-SYN-loss instance within 20% of all healthy", "ratio ≤ 1.20", v, 1.2, false, ok1 && ok2 && h.P99 > 0, "×")
 }

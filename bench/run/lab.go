@@ -19,15 +19,15 @@ import (
 
 // mainLab runs the rounds, the profile and the racing on a 2-node lab.
 func (b *bench) mainLab(ctx context.Context) (err error) {
-	b.work = filepath.Join(workRoot, mainLab)
+	b.work = filepath.Join(b.workRoot, b.mainName)
 	b.meshlet = filepath.Join(b.work, "meshlet")
 	for _, d := range []string{b.meshlet, filepath.Join(b.work, "sock")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
-	b.logf("lab %s: 2 nodes x 3 pods", mainLab)
-	l, err := lab.Up(ctx, lab.Options{Name: mainLab, Nodes: 2, Pods: 3, BinDir: b.cfg.BinDir, CNIBinDir: b.cfg.CNIBinDir,
+	b.logf("lab %s: 2 nodes x 3 pods", b.mainName)
+	l, err := lab.Up(ctx, lab.Options{Name: b.mainName, Nodes: 2, Pods: 3, BinDir: b.cfg.BinDir, CNIBinDir: b.cfg.CNIBinDir,
 		DaemonArgs: b.daemonArgs()})
 	if err != nil {
 		return err
@@ -51,8 +51,12 @@ func (b *bench) mainLab(ctx context.Context) (err error) {
 	}
 	for _, ref := range serverPods {
 		pod, _ := l.Pod(ref)
-		cmd := exec.Command(filepath.Join(b.cfg.BinDir, "benchapp"), "server",
-			"-tcp", fmt.Sprintf("0.0.0.0:%d", appPort), "-unix", b.privSocket(pod))
+		args := []string{"server", "-tcp", fmt.Sprintf("0.0.0.0:%d", appPort), "-unix", b.privSocket(pod)}
+		if svc := nativeService(ref); svc != "" {
+			args = append(args, "-native", svc)
+		}
+		cmd := exec.Command(filepath.Join(b.cfg.BinDir, "benchapp"), args...)
+		cmd.Env = b.nativeEnv(pod)
 		cmd.Stderr = os.Stderr
 		if err := l.Start(ref, cmd); err != nil {
 			return err
@@ -65,6 +69,9 @@ func (b *bench) mainLab(ctx context.Context) (err error) {
 		}
 	}
 	if err := b.waitServers(ctx); err != nil {
+		return err
+	}
+	if err := b.waitNative(ctx); err != nil {
 		return err
 	}
 	b.setup = report.Meshless
@@ -109,12 +116,16 @@ func stop(c *exec.Cmd) {
 	c.Wait()
 }
 
-// writeRegistry adds the race service to the lab's registry and waits
-// until both daemons route it.
+// writeRegistry adds the race service and the native set-up's services
+// and Meshlets to the lab's registry and waits until both daemons route
+// the services.
 func (b *bench) writeRegistry(ctx context.Context) error {
-	err := b.l.SetServices([]lab.ServiceState{{Name: "race", VIP: raceVIP, Port: racePort, TargetPort: appPort,
-		Endpoints: []string{crossSrv, race2, race3}}})
+	err := b.l.SetServices(append([]lab.ServiceState{{Name: "race", VIP: raceVIP, Port: racePort, TargetPort: appPort,
+		Endpoints: []string{crossSrv, race2, race3}}}, nativeServices()...))
 	if err != nil {
+		return err
+	}
+	if err := b.setNativeMeshlets(); err != nil {
 		return err
 	}
 	return b.waitRoutes(ctx)
@@ -125,11 +136,12 @@ func (b *bench) waitRoutes(ctx context.Context) error {
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			st, err := cniapi.NewClient(n.Socket).Status(ctx)
-			if err == nil && len(st.Services) == 2 {
+			// The lab's sample service, race and the native ones.
+			if err == nil && len(st.Services) == 2+len(nativeServices()) {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("daemon %s does not route the race service: %v", n.Name, err)
+				return fmt.Errorf("daemon %s does not route the bench's services: %v", n.Name, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -172,7 +184,7 @@ func (b *bench) privSocket(p lab.Pod) string {
 }
 
 func (b *bench) udsLink(p lab.Pod) string {
-	return filepath.Join(b.meshlet, "default", p.Name, "server", fmt.Sprint(appPort))
+	return filepath.Join(b.podDir(p), "server", fmt.Sprint(appPort))
 }
 
 // waitServers waits until every server's unix socket exists.

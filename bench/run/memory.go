@@ -19,19 +19,19 @@ import (
 // daemon against as many HAProxy sidecars, then the CNI ADD latency with
 // and without meshless-cni.
 func (b *bench) memoryLab(ctx context.Context) (err error) {
-	work := filepath.Join(workRoot, memLab)
+	work := filepath.Join(b.workRoot, b.memName)
 	meshlet := filepath.Join(work, "meshlet")
 	if err := os.MkdirAll(meshlet, 0o755); err != nil {
 		return err
 	}
-	b.logf("lab %s: 1 node x %d pods", memLab, b.p.memPods)
+	b.logf("lab %s: 1 node x %d pods", b.memName, b.p.memPods)
 	t0 := time.Now()
-	l, err := lab.Up(ctx, lab.Options{Name: memLab, Nodes: 1, Pods: b.p.memPods, BinDir: b.cfg.BinDir, CNIBinDir: b.cfg.CNIBinDir,
+	l, err := lab.Up(ctx, lab.Options{Name: b.memName, Nodes: 1, Pods: b.p.memPods, BinDir: b.cfg.BinDir, CNIBinDir: b.cfg.CNIBinDir,
 		DaemonArgs: []string{"--meshlet-dir", meshlet}})
 	if err != nil {
 		return err
 	}
-	b.logf("lab %s up in %v", memLab, time.Since(t0).Round(time.Millisecond))
+	b.logf("lab %s up in %v", b.memName, time.Since(t0).Round(time.Millisecond))
 	var sidecars []*exec.Cmd
 	defer func() {
 		for _, c := range sidecars {
@@ -188,7 +188,7 @@ func (b *bench) cniLatency(ctx context.Context, l *lab.Lab) (*report.CNI, error)
 			c = with
 		}
 		// Named like the lab's pods, so lab down removes them after a crash.
-		name := fmt.Sprintf("%s-n1-p%d", memLab, 1001+i)
+		name := fmt.Sprintf("%s-n1-p%d", b.memName, 1001+i)
 		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
 		}

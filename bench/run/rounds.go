@@ -18,7 +18,7 @@ import (
 // meshPIDs are the processes whose CPU and memory the set-up costs.
 func (b *bench) meshPIDs(place string) []int {
 	switch b.setup {
-	case report.Meshless, report.UDS, report.Sockmap:
+	case report.Meshless, report.UDS, report.Sockmap, report.Native:
 		n1, _ := b.l.Node(1)
 		pids := []int{n1.PID}
 		if place == report.Cross {

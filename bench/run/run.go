@@ -1,6 +1,6 @@
 // Package run drives `make bench`: it builds the lab, switches the same
-// pods between the four set-ups (direct, HAProxy sidecars, meshless
-// transparent, meshless unix socket), runs bench/cmd/benchapp inside them
+// pods between the five set-ups (direct, HAProxy sidecars, meshless
+// transparent, meshless unix socket, native API), runs bench/cmd/benchapp inside them
 // round after round and collects the figures into a report.Results.
 package run
 
@@ -38,16 +38,14 @@ type Config struct {
 	// Only, when not empty, limits the run to these parts: rounds,
 	// profile, race, memory, cni.
 	Only []string
+	// Lab is the main lab's name (DefaultLab when empty; the memory lab's
+	// is Lab+"m"). Runs with different names can share the machine; a
+	// run removes the leftovers of its own name's crashed run.
+	Lab string
 }
 
-// Lab names: fixed, so that a run that crashed is cleaned by the next.
-const (
-	mainLab = "mbench"
-	memLab  = "mbenchm"
-	// workRoot holds the bench's own files (meshlet dirs, sockets,
-	// HAProxy configs), removed at the end.
-	workRoot = "/run/meshless-bench"
-)
+// DefaultLab is the main lab's name unless Config.Lab says otherwise.
+const DefaultLab = "mbench"
 
 // Addresses and ports of the bench.
 const (
@@ -95,16 +93,20 @@ func paramsFor(quick bool) params {
 
 // bench is one run's state.
 type bench struct {
-	cfg     Config
-	p       params
-	res     *report.Results
-	l       *lab.Lab
-	work    string
-	meshlet string
-	backend map[string]redirect.Backend // pod ref -> its meshless rules' backend
-	haproxy map[string]*exec.Cmd        // pod ref -> its sidecar
-	servers []*exec.Cmd
-	setup   string
+	cfg Config
+	// mainName and memName are the labs' names; workRoot holds the bench's
+	// own files (meshlet dirs, sockets, HAProxy configs), removed at the
+	// end.
+	mainName, memName, workRoot string
+	p                           params
+	res                         *report.Results
+	l                           *lab.Lab
+	work                        string
+	meshlet                     string
+	backend                     map[string]redirect.Backend // pod ref -> its meshless rules' backend
+	haproxy                     map[string]*exec.Cmd        // pod ref -> its sidecar
+	servers                     []*exec.Cmd
+	setup                       string
 	// sockmapOn: the daemons run with --sockmap now.
 	sockmapOn bool
 }
@@ -125,13 +127,20 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	}
 	start := time.Now()
 	p := paramsFor(cfg.Quick)
+	if cfg.Lab == "" {
+		cfg.Lab = DefaultLab
+	}
 	b := &bench{cfg: cfg, p: p, backend: map[string]redirect.Backend{}, haproxy: map[string]*exec.Cmd{},
-		res: &report.Results{Verified: map[string]string{}}}
+		res:      &report.Results{Verified: map[string]string{}},
+		mainName: cfg.Lab, memName: cfg.Lab + "m", workRoot: "/run/meshless-bench-" + cfg.Lab}
 	b.res.Machine = machine()
 	b.res.Config = report.Config{Quick: cfg.Quick, Rounds: p.rounds, FixedRate: p.rate,
 		FixedSeconds: p.fixed.Seconds(), FullSeconds: p.full.Seconds(), FullConns: p.fullConns,
 		ConnSeconds: p.conn.Seconds(), BulkSeconds: p.bulk.Seconds(), RaceConns: p.raceConns,
 		RaceRounds: p.raceRounds, CNIPods: p.cniPods, MemPods: p.memPods}
+	if err := lab.ValidName(b.memName); err != nil {
+		return nil, fmt.Errorf("lab name: %w", err)
+	}
 	for _, bin := range []string{"meshlessd", "meshless-cni", "benchapp"} {
 		if _, err := os.Stat(filepath.Join(cfg.BinDir, bin)); err != nil {
 			return nil, fmt.Errorf("%s: %w (make build, then go build -o %s/benchapp ./bench/cmd/benchapp)", bin, err, cfg.BinDir)
@@ -141,10 +150,10 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 		return nil, fmt.Errorf("haproxy not installed (apt-get install haproxy): %w", err)
 	}
 	// Leftovers of a crashed run.
-	lab.Down(context.WithoutCancel(ctx), mainLab, "", nil)
-	lab.Down(context.WithoutCancel(ctx), memLab, "", nil)
-	os.RemoveAll(workRoot)
-	defer os.RemoveAll(workRoot)
+	lab.Down(context.WithoutCancel(ctx), b.mainName, "", nil)
+	lab.Down(context.WithoutCancel(ctx), b.memName, "", nil)
+	os.RemoveAll(b.workRoot)
+	defer os.RemoveAll(b.workRoot)
 
 	if cfg.Sockmap && !slices.Contains(report.Setups, report.Sockmap) {
 		report.Setups = append(report.Setups, report.Sockmap)

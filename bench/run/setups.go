@@ -71,7 +71,7 @@ const lossRules = `table inet benchloss {
 `
 
 func (b *bench) startHAProxy(l *lab.Lab, ref string) error {
-	cfgPath := filepath.Join(workRoot, l.Name(), "haproxy", strings.ReplaceAll(ref, "/", "-")+".cfg")
+	cfgPath := filepath.Join(b.workRoot, l.Name(), "haproxy", strings.ReplaceAll(ref, "/", "-")+".cfg")
 	if err := os.MkdirAll(filepath.Dir(cfgPath), 0o755); err != nil {
 		return err
 	}
@@ -148,7 +148,9 @@ func (b *bench) apply(setup string) error {
 	}
 	spec := meshSpec()
 	for _, ref := range benchPods {
-		mesh := setup == report.Meshless || setup == report.UDS || setup == report.Sockmap
+		// Native keeps the pods' meshless rules, as in a Meshlet: its
+		// calls use no TCP, so they never apply.
+		mesh := setup == report.Meshless || setup == report.UDS || setup == report.Sockmap || setup == report.Native
 		be := b.backend[ref]
 		err := b.l.InPod(ref, func() error {
 			if mesh {

@@ -18,6 +18,9 @@ import (
 )
 
 func (b *bench) target(place string) string {
+	if b.setup == report.Native {
+		return nativeTarget(place)
+	}
 	ref := sameServer
 	if place == report.Cross {
 		ref = crossSrv
@@ -31,6 +34,9 @@ func (b *bench) client(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(b.cfg.BinDir, "benchapp"), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	if p, err := b.l.Pod(client); err == nil {
+		cmd.Env = b.nativeEnv(p)
+	}
 	if err := b.l.Run(client, cmd); err != nil {
 		return nil, fmt.Errorf("benchapp %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
@@ -38,7 +44,8 @@ func (b *bench) client(ctx context.Context, args ...string) ([]byte, error) {
 }
 
 // connCounts returns every node's meshless_connections_total, keyed by
-// node name and labels.
+// node name and labels, and meshless_native_handoffs_total, keyed by node
+// name and "handoffs".
 func (b *bench) connCounts(ctx context.Context) (map[string]float64, error) {
 	out := map[string]float64{}
 	for _, n := range b.l.Nodes() {
@@ -47,13 +54,22 @@ func (b *bench) connCounts(ctx context.Context) (map[string]float64, error) {
 			return nil, err
 		}
 		for _, line := range strings.Split(body, "\n") {
-			if !strings.HasPrefix(line, "meshless_connections_total{") {
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 {
 				continue
 			}
-			i := strings.LastIndexByte(line, ' ')
+			var key string
+			switch {
+			case strings.HasPrefix(line, "meshless_connections_total{"):
+				key = n.Name + " " + line[len("meshless_connections_total"):i]
+			case strings.HasPrefix(line, "meshless_native_handoffs_total "):
+				key = n.Name + " handoffs"
+			default:
+				continue
+			}
 			var v float64
 			fmt.Sscan(line[i+1:], &v)
-			out[n.Name+" "+line[len("meshless_connections_total"):i]] += v
+			out[key] += v
 		}
 	}
 	return out, nil
@@ -93,6 +109,16 @@ func (b *bench) verify(ctx context.Context, place string) error {
 		ok = ok && !strings.Contains(desc, `path="uds"`)
 	case report.UDS:
 		ok = strings.Contains(desc, `path="uds"`)
+	case report.Native:
+		// Same node: handed over (the daemon counts it as a uds
+		// connection, then leaves). Across nodes: relayed through the
+		// tunnel to the far server's socket.
+		if place == report.Same {
+			ok = strings.Contains(desc, "n1 handoffs +1")
+		} else {
+			ok = strings.Contains(desc, `n1 {direction="outbound",path="remote"}`) &&
+				strings.Contains(desc, `n2 {direction="inbound",path="uds"}`)
+		}
 	}
 	if b.setup == report.Sidecar {
 		desc += "; HAProxy redirect rules in place"

@@ -2,8 +2,13 @@
 // pods: an echo server and the load clients of package bench/load. Each
 // client prints one JSON result on stdout.
 //
-//	benchapp server -tcp 0.0.0.0:8080 -unix /run/x.sock
+// The native API (-native, -addr native:...) uses the pod's Meshless
+// folder: $MESHLESS_NATIVE_DIR, or /meshlet when unset. The lab's pods
+// share the host's file system, so the bench sets it for each pod.
+//
+//	benchapp server -tcp 0.0.0.0:8080 -unix /run/x.sock -native bench-same
 //	benchapp lat  -addr 198.19.1.3:8080 -size 1 -rate 1000 -dur 2s
+//	benchapp lat  -addr native:default/bench/bench-same -size 1 -rate 1000 -dur 2s
 //	benchapp conn -addr 198.19.1.3:8080 -dur 2s | -count 200 -c 8
 //	benchapp bulk -addr 198.19.1.3:8080 -dur 2s
 package main
@@ -15,9 +20,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/meshless/meshless/bench/load"
+	"github.com/meshless/meshless/daemon/native"
 )
 
 func main() {
@@ -36,7 +43,8 @@ func run(cmd string, args []string) error {
 	var (
 		tcpAddr = fs.String("tcp", "", "server: TCP listen address")
 		unixP   = fs.String("unix", "", "server: unix socket path")
-		addr    = fs.String("addr", "", "client: host:port, or unix:/path")
+		nativeS = fs.String("native", "", "server: also serve this service of the pod's Meshlet on the native API")
+		addr    = fs.String("addr", "", "client: host:port, unix:/path or native:namespace/meshlet/service")
 		size    = fs.Int("size", 1, "lat: message size")
 		rate    = fs.Float64("rate", 0, "lat: requests/s (0: full speed)")
 		conns   = fs.Int("conns", 1, "lat: connections")
@@ -49,11 +57,13 @@ func run(cmd string, args []string) error {
 		return err
 	}
 	if cmd == "server" {
-		return serve(*tcpAddr, *unixP)
+		return serve(*tcpAddr, *unixP, *nativeS)
 	}
 	d := load.Dialer{Network: "tcp4", Addr: *addr}
-	if len(*addr) > 5 && (*addr)[:5] == "unix:" {
-		d = load.Dialer{Network: "unix", Addr: (*addr)[5:]}
+	if p, ok := strings.CutPrefix(*addr, "unix:"); ok {
+		d = load.Dialer{Network: "unix", Addr: p}
+	} else if t, ok := strings.CutPrefix(*addr, "native:"); ok {
+		d = load.Dialer{Network: load.NetworkNative, Addr: t}
 	}
 	ctx := context.Background()
 	var (
@@ -76,8 +86,8 @@ func run(cmd string, args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-func serve(tcpAddr, unixPath string) error {
-	errc := make(chan error, 2)
+func serve(tcpAddr, unixPath, service string) error {
+	errc := make(chan error, 3)
 	if tcpAddr != "" {
 		ln, err := net.Listen("tcp4", tcpAddr)
 		if err != nil {
@@ -94,8 +104,16 @@ func serve(tcpAddr, unixPath string) error {
 		defer os.Remove(unixPath)
 		go func() { errc <- load.Serve(ln) }()
 	}
-	if tcpAddr == "" && unixPath == "" {
-		return fmt.Errorf("server: give -tcp and/or -unix")
+	if service != "" {
+		ln, err := native.Listen(service)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		go func() { errc <- load.Serve(ln) }()
+	}
+	if tcpAddr == "" && unixPath == "" && service == "" {
+		return fmt.Errorf("server: give -tcp, -unix and/or -native")
 	}
 	return <-errc
 }

@@ -34,6 +34,7 @@ func mainErr() error {
 	flag.StringVar(&cfg.OutDir, "out", "bench/results", "output folder")
 	flag.BoolVar(&cfg.Quick, "quick", os.Getenv("BENCH_QUICK") == "1", "short run (BENCH_QUICK=1)")
 	flag.BoolVar(&cfg.Sockmap, "sockmap", os.Getenv("BENCH_SOCKMAP") == "1", "also measure meshless with meshlessd --sockmap (BENCH_SOCKMAP=1)")
+	flag.StringVar(&cfg.Lab, "lab", os.Getenv("BENCH_LAB"), "main lab's name, so that runs can share the machine (BENCH_LAB; default "+run.DefaultLab+")")
 	flag.StringVar(&only, "only", os.Getenv("BENCH_ONLY"), "comma-separated parts: rounds,profile,race,memory,cni (default all)")
 	flag.Parse()
 	if only != "" {
