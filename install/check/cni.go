@@ -164,7 +164,7 @@ func checkChainBinaries(c chain, binDir string) Result {
 func executable(path string) error {
 	st, err := os.Stat(path)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return err // "stat PATH: why"
 	}
 	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%s is not an executable file", path)

@@ -53,7 +53,7 @@ func checkAdmin(ctx context.Context, addr string) Result {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fail("start meshlessd, or pass the --admin-addr it was started with (run this in the daemon's network namespace)", "%s: %v", addr, err)
+		return fail("start meshlessd, or pass the --admin-addr it was started with (run this in the daemon's network namespace)", "%s: %v", addr, cause(err))
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))

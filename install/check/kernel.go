@@ -67,7 +67,7 @@ func probe(ctx context.Context, mode redirect.Mode) probeResult {
 	// (the node's) netns, as the plugin does before entering a pod's.
 	backend, err := redirect.New(mode)
 	if err != nil {
-		r.netns = ok("not needed")
+		r.netns = skip("not run: no redirect backend")
 		r.redirect = fail("set the conflist's \"redirect\" to auto, iptables or nftables", "backend %s: %v", mode, err)
 		r.origDst, r.transparent = skip(needsRules), skip(needsRules)
 		return r
