@@ -171,4 +171,3 @@ func executable(path string) error {
 	}
 	return nil
 }
-
