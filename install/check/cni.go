@@ -64,7 +64,11 @@ func loadChain(dir string) chain {
 // .conf, and meshless-cni's entry if present.
 func readConf(path string) ([]string, map[string]any, error) {
 	if filepath.Ext(path) != ".conflist" {
-		c, err := libcni.ConfFromFile(path)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("conf %s: %w", path, err)
+		}
+		c, err := libcni.NetworkPluginConfFromBytes(data)
 		if err != nil {
 			return nil, nil, fmt.Errorf("conf %s: %w", path, err)
 		}
