@@ -112,6 +112,9 @@ func TestCheckCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLine(ctx, t, c, "cluster: signer", "OK", "available (1/1), CA bundle published (1 roots)")
+	var out strings.Builder
+	check.Main(ctx, []string{"--node=false", "--kubeconfig", c.Kubeconfig}, &out, &out)
+	t.Logf("report with the CRD and the signer (no DaemonSet):\n%s", out.String())
 
 	// The signer's pod stops being ready: the line fails again.
 	c.SetPodStatus(ctx, ns, pod, "198.19.1.2", false)
