@@ -1,6 +1,7 @@
 // Command meshlessctl inspects and operates a Meshless node.
 //
 //	meshlessctl status [--socket PATH] [--admin-addr HOST:PORT]
+//	meshlessctl check [--node=false] [--cluster=false] [--kubeconfig FILE]
 //
 // Each subcommand lives in its own file as a function taking its
 // arguments; main only dispatches.
