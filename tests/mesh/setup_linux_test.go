@@ -36,7 +36,6 @@ func bins(t *testing.T) (string, string) {
 	return b.Dir, b.RefDir
 }
 
-
 // upLab builds a 2-node lab with 3 pods per node, adds this suite's
 // services to its registry and waits until both daemons route them. The
 // lab goes down when t ends.
