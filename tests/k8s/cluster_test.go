@@ -140,8 +140,8 @@ type Cluster struct {
 
 	etcdPort, etcdPeerPort, apiPort, kcmPort int
 
-	etcd, apiserver, kcm *proc
-	egress               *egressProxy
+	etcd, apiserver, kcm, scheduler *proc
+	egress                          *egressProxy
 
 	// Kubeconfig is an admin kubeconfig file (static token).
 	Kubeconfig string
@@ -256,14 +256,14 @@ func (c *Cluster) StopAPIServer() {
 
 // Stop stops everything the cluster started, by pid, newest first.
 func (c *Cluster) Stop() {
-	for _, p := range []*proc{c.kcm, c.apiserver, c.etcd} {
+	for _, p := range []*proc{c.scheduler, c.kcm, c.apiserver, c.etcd} {
 		p.stop(false)
 	}
 	if c.egress != nil {
 		c.egress.close()
 	}
 	if c.t.Failed() {
-		for _, p := range []*proc{c.etcd, c.apiserver, c.kcm} {
+		for _, p := range []*proc{c.etcd, c.apiserver, c.kcm, c.scheduler} {
 			if p != nil {
 				c.t.Logf("---- last lines of %s (%s) ----\n%s", p.name, p.log, tail(p.log, 30))
 			}
