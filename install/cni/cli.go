@@ -84,11 +84,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s removed from %s and %s\n", PluginType, *confDir, *binDir)
 		if *netnsDir != "" {
+			// Not fatal: the entry is gone from this node either way, and
+			// the uninstall must finish on every node; a pod whose rules
+			// stay is named, to be recreated.
 			n, err := UnmeshPods(*netnsDir, podmesh.Redirect{Mode: redirect.ModeAuto}, logger)
 			if err != nil {
-				return fmt.Errorf("install-cni: unmesh pods: %w", err)
+				logger.Error("some pods keep Meshless's rules: recreate them (kubectl delete pod)", "err", err)
 			}
-			fmt.Fprintf(stdout, "no meshless rules left in the %d network namespaces of %s\n", n, *netnsDir)
+			fmt.Fprintf(stdout, "no meshless rules left in %d network namespaces of %s\n", n, *netnsDir)
 		}
 		return nil
 	}

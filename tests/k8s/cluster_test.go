@@ -156,6 +156,20 @@ type Cluster struct {
 // Everything is stopped, by pid, when the test ends.
 func StartCluster(t *testing.T) *Cluster {
 	t.Helper()
+	return StartClusterWith(t, ClusterOptions{})
+}
+
+// ClusterOptions change what StartClusterWith runs.
+type ClusterOptions struct {
+	// NodeLifecycle runs the node lifecycle controller, for clusters of
+	// real kubelets: it lifts the not-ready taint a kubelet registers its
+	// Node with. Off, Nodes created by hand are not marked unready.
+	NodeLifecycle bool
+}
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(t *testing.T, o ClusterOptions) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, bin: binDir(t), dir: t.TempDir()}
 	c.etcdPort, c.etcdPeerPort, c.apiPort, c.kcmPort = freePort(t), freePort(t), freePort(t), freePort(t)
 	t.Cleanup(c.Stop)
@@ -205,9 +219,13 @@ func StartCluster(t *testing.T) *Cluster {
 		t.Fatal(err)
 	}
 
+	controllers := "*,-nodeipam,-nodelifecycle"
+	if o.NodeLifecycle {
+		controllers = "*,-nodeipam"
+	}
 	c.kcm = c.start("kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
 		"--kubeconfig="+c.Kubeconfig,
-		"--controllers=*,-nodeipam,-nodelifecycle",
+		"--controllers="+controllers,
 		"--leader-elect=false",
 		"--service-account-private-key-file="+c.path("sa.key"),
 		"--root-ca-file="+c.path("certs", "apiserver.crt"),

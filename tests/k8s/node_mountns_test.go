@@ -13,8 +13,8 @@ package k8s
 // /run/netns is the node's own too: the pods' netns bind mounts stay in
 // the node, as on a real one (the machine's /run/netns is shared by every
 // test running on it, and the uninstall DaemonSet goes through all of the
-// node's). The node's bind there is made shared, for the DaemonSet's
-// HostToContainer mount. The test reaches a pod netns through the holder
+// node's). The node's mounts are then made rshared, as systemd makes a
+// node's, for the DaemonSet's HostToContainer mounts. The test reaches a pod netns through the holder
 // of the mount namespace: /proc/<pid>/root/run/netns/cni-... (netnsPath).
 
 import (
@@ -107,8 +107,11 @@ func (n *Node) startMountNS() {
 		mount("--bind", n.HostPath(d), d)
 	}
 	// containerd accepts a HostToContainer mount only from a shared or
-	// slave mount (the kubelet makes its root dir rshared itself).
-	mount("--make-shared", "/run/netns")
+	// slave mount, and looks /var/run/netns up without following the
+	// /var/run symlink: the whole tree is made shared, as systemd makes a
+	// node's. Shared within the node only: its copy of / is a peer of
+	// nothing on the machine.
+	mount("--make-rshared", "/")
 }
 
 // netnsPath returns a path of the netns that p (a path in the node, as
@@ -116,6 +119,11 @@ func (n *Node) startMountNS() {
 func (n *Node) netnsPath(p string) string {
 	if n.mountNS == nil {
 		return p
+	}
+	// /var/run is a symlink to /run, which would resolve against the
+	// test's root, not the node's: resolve it here.
+	if rest, ok := strings.CutPrefix(p, "/var/run/"); ok {
+		p = "/run/" + rest
 	}
 	return fmt.Sprintf("/proc/%d/root%s", n.mountNS.cmd.Process.Pid, p)
 }
