@@ -120,12 +120,13 @@ type Node struct {
 
 // nodeHostPaths are created outside Dir whatever the configuration: the
 // shims' socket dir (containerd 1.6 hard-codes /run/containerd/s), the
-// kubelet's device-plugin socket dir (hard-coded), libcni's result cache
-// (containerd 1.6 does not set its cache dir) and the CRI's cgroup parent
-// k8s.io in each cgroup v1 hierarchy. A HostDirs node has the first three
+// kubelet's device-plugin socket dir and container log symlinks
+// (hard-coded), libcni's result cache (containerd 1.6 does not set its
+// cache dir) and the CRI's cgroup parent
+// k8s.io in each cgroup v1 hierarchy. A HostDirs node has the first four
 // in its own mount namespace.
 func nodeHostPaths(hostDirs bool) []string {
-	ps := []string{"/run/containerd", "/var/lib/kubelet", "/var/lib/cni"}
+	ps := []string{"/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/var/log/containers"}
 	if hostDirs {
 		ps = nil
 	}

@@ -35,10 +35,12 @@ import (
 // hostDirs are the paths a HostDirs node has of its own: the CNI dirs,
 // the kubelet's root, Meshless's runtime and state dirs (the DaemonSet's
 // hostPath volumes), and what containerd 1.6 and libcni use whatever their
-// configuration (the shims' socket dir, the result cache).
+// configuration (the shims' socket dir, the result cache, the kubelet's
+// container log symlinks).
 var hostDirs = []string{
 	"/etc/cni/net.d", "/opt/cni/bin", "/var/lib/kubelet", "/run/meshless",
 	"/var/lib/meshless", "/run/containerd", "/var/lib/cni", "/run/netns",
+	"/var/log/containers", // the kubelet's log symlinks, hard-coded
 }
 
 // HostPath returns where the node's folder for a host path (one of
