@@ -10,6 +10,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/meshless/meshless/internal/podmesh"
+	"github.com/meshless/meshless/internal/redirect"
 )
 
 // Main runs `meshlessctl install-cni` with args (without the command name):
@@ -26,6 +29,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		pluginCfg = fs.String("plugin-config", "", `JSON object merged onto the entry's defaults, e.g. '{"daemonSocket":"/run/meshless/cni.sock"}'; @FILE reads it from FILE`)
 		watch     = fs.Bool("watch", false, "keep running and re-insert the entry whenever the primary config changes")
 		uninstall = fs.Bool("uninstall", false, "remove the entry from the conflists and the binary, then exit")
+		netnsDir  = fs.String("pod-netns-dir", "", "with --uninstall: also remove Meshless's redirection rules from every netns bound in this dir (the runtime's /var/run/netns), so running pods keep working unmeshed")
 		resync    = fs.Duration("resync", DefaultResync, "period of the re-check that backs up inotify; longest retry wait")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat = fs.String("log-format", "text", "text or json")
@@ -47,6 +51,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *watch && *uninstall {
 		return errors.New("install-cni: --watch and --uninstall exclude each other")
+	}
+	if *netnsDir != "" && !*uninstall {
+		return errors.New("install-cni: --pod-netns-dir goes with --uninstall")
 	}
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
@@ -76,6 +83,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("install-cni: uninstall: %w", err)
 		}
 		fmt.Fprintf(stdout, "%s removed from %s and %s\n", PluginType, *confDir, *binDir)
+		if *netnsDir != "" {
+			// Not fatal: the entry is gone from this node either way, and
+			// the uninstall must finish on every node; a pod whose rules
+			// stay is named, to be recreated.
+			n, err := UnmeshPods(*netnsDir, podmesh.Redirect{Mode: redirect.ModeAuto}, logger)
+			if err != nil {
+				logger.Error("some pods keep Meshless's rules: recreate them (kubectl delete pod)", "err", err)
+			}
+			fmt.Fprintf(stdout, "no meshless rules left in %d network namespaces of %s\n", n, *netnsDir)
+		}
 		return nil
 	}
 	if err := in.Run(ctx, *watch); err != nil {

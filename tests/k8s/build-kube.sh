@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes parts that the tests in tests/k8s run against:
-# kube-apiserver, kube-controller-manager, kubectl and kubelet at
-# $KUBE_VERSION, from the Go module proxy (there is no other way to get them
-# here), in a scratch module under $CACHE/k8s. k8s.io/kubernetes cannot be
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and
+# kubelet at $KUBE_VERSION, from the Go module proxy (there is no other way
+# to get them here), in a scratch module under $CACHE/k8s. k8s.io/kubernetes cannot be
 # `go install`ed (its go.mod replaces the staging modules with local paths),
 # so the scratch module requires it and replaces every staging module with its
 # published v0.x.y twin. Also crictl (sigs.k8s.io/cri-tools $CRICTL_VERSION,
@@ -11,8 +11,8 @@
 #
 # Cached: does nothing when the binaries exist and report $KUBE_VERSION; a
 # missing binary (e.g. kubelet added to an older cache) is built alone.
-# Output: $CACHE/k8s/bin/{kube-apiserver,kube-controller-manager,kubectl,
-# kubelet,crictl}.
+# Output: $CACHE/k8s/bin/{kube-apiserver,kube-controller-manager,
+# kube-scheduler,kubectl,kubelet,crictl}.
 # First build on 2 cores: about 7-9 min; later runs: under a second.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ CACHE=${CACHE:-.cache}
 CACHE=$(mkdir -p "$CACHE" && cd "$CACHE" && pwd)
 DIR=$CACHE/k8s
 BIN=$DIR/bin
-CMDS=(kube-apiserver kube-controller-manager kubectl kubelet)
+CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}
 GO=${GO:-go}
 

@@ -140,8 +140,8 @@ type Cluster struct {
 
 	etcdPort, etcdPeerPort, apiPort, kcmPort int
 
-	etcd, apiserver, kcm *proc
-	egress               *egressProxy
+	etcd, apiserver, kcm, scheduler *proc
+	egress                          *egressProxy
 
 	// Kubeconfig is an admin kubeconfig file (static token).
 	Kubeconfig string
@@ -155,6 +155,20 @@ type Cluster struct {
 // waits until the apiserver is ready and the default ServiceAccount exists.
 // Everything is stopped, by pid, when the test ends.
 func StartCluster(t *testing.T) *Cluster {
+	t.Helper()
+	return StartClusterWith(t, ClusterOptions{})
+}
+
+// ClusterOptions change what StartClusterWith runs.
+type ClusterOptions struct {
+	// NodeLifecycle runs the node lifecycle controller, for clusters of
+	// real kubelets: it lifts the not-ready taint a kubelet registers its
+	// Node with. Off, Nodes created by hand are not marked unready.
+	NodeLifecycle bool
+}
+
+// StartClusterWith is StartCluster with options.
+func StartClusterWith(t *testing.T, o ClusterOptions) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: binDir(t), dir: t.TempDir()}
 	c.etcdPort, c.etcdPeerPort, c.apiPort, c.kcmPort = freePort(t), freePort(t), freePort(t), freePort(t)
@@ -205,9 +219,13 @@ func StartCluster(t *testing.T) *Cluster {
 		t.Fatal(err)
 	}
 
+	controllers := "*,-nodeipam,-nodelifecycle"
+	if o.NodeLifecycle {
+		controllers = "*,-nodeipam"
+	}
 	c.kcm = c.start("kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
 		"--kubeconfig="+c.Kubeconfig,
-		"--controllers=*,-nodeipam,-nodelifecycle",
+		"--controllers="+controllers,
 		"--leader-elect=false",
 		"--service-account-private-key-file="+c.path("sa.key"),
 		"--root-ca-file="+c.path("certs", "apiserver.crt"),
@@ -256,14 +274,14 @@ func (c *Cluster) StopAPIServer() {
 
 // Stop stops everything the cluster started, by pid, newest first.
 func (c *Cluster) Stop() {
-	for _, p := range []*proc{c.kcm, c.apiserver, c.etcd} {
+	for _, p := range []*proc{c.scheduler, c.kcm, c.apiserver, c.etcd} {
 		p.stop(false)
 	}
 	if c.egress != nil {
 		c.egress.close()
 	}
 	if c.t.Failed() {
-		for _, p := range []*proc{c.etcd, c.apiserver, c.kcm} {
+		for _, p := range []*proc{c.etcd, c.apiserver, c.kcm, c.scheduler} {
 			if p != nil {
 				c.t.Logf("---- last lines of %s (%s) ----\n%s", p.name, p.log, tail(p.log, 30))
 			}

@@ -1,8 +1,8 @@
 # Real-Kubernetes tests. Included by the Makefile (include tests/k8s/k8s.mk);
 # uses its GO, CACHE and TEST_FLAGS.
 #
-#   make kube-bins   kube-apiserver, kube-controller-manager, kubectl and
-#                    kubelet $(KUBE_VERSION) and crictl from the Go module
+#   make kube-bins   kube-apiserver, kube-controller-manager, kube-scheduler,
+#                    kubectl and kubelet $(KUBE_VERSION) and crictl from the Go module
 #                    proxy into $(KUBE_BIN_DIR) (first time ~10 min on 2
 #                    cores, then cached), and from apt if missing: etcd
 #                    (Debian etcd-server), containerd and runc

@@ -23,12 +23,9 @@ package k8s
 // netns (with the bridge) are removed.
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,9 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,9 +104,15 @@ type Node struct {
 
 	crictlBin           string
 	containerd, kubelet *proc
-	apiProxy            net.Listener
-	sysctls             map[string]string
-	podNetns            map[string]bool
+	// hostDirs: see NodeOptions; mountNS holds the node's mount
+	// namespace, created, the folders created on the machine for its bind
+	// mounts (removed by cleanup).
+	hostDirs bool
+	mountNS  *proc
+	created  []string
+	proxies  []net.Listener
+	sysctls  map[string]string
+	podNetns map[string]bool
 	// hostPaths are the paths outside Dir the node creates when they are
 	// missing, and that were missing at start: removed by cleanup.
 	hostPaths []string
@@ -119,11 +120,16 @@ type Node struct {
 
 // nodeHostPaths are created outside Dir whatever the configuration: the
 // shims' socket dir (containerd 1.6 hard-codes /run/containerd/s), the
-// kubelet's device-plugin socket dir (hard-coded), libcni's result cache
-// (containerd 1.6 does not set its cache dir) and the CRI's cgroup parent
-// k8s.io in each cgroup v1 hierarchy.
-func nodeHostPaths() []string {
-	ps := []string{"/run/containerd", "/var/lib/kubelet", "/var/lib/cni"}
+// kubelet's device-plugin socket dir and container log symlinks
+// (hard-coded), libcni's result cache (containerd 1.6 does not set its
+// cache dir) and the CRI's cgroup parent
+// k8s.io in each cgroup v1 hierarchy. A HostDirs node has the first four
+// in its own mount namespace.
+func nodeHostPaths(hostDirs bool) []string {
+	ps := []string{"/run/containerd", "/var/lib/kubelet", "/var/lib/cni", "/var/log/containers"}
+	if hostDirs {
+		ps = nil
+	}
 	hs, _ := filepath.Glob("/sys/fs/cgroup/*")
 	for _, h := range hs {
 		if fi, err := os.Lstat(h); err == nil && fi.IsDir() {
@@ -186,6 +192,24 @@ func nodeBins(t *testing.T, c *Cluster) {
 // until the Node is Ready. meshlessd is not started (see StartDaemon).
 func StartNode(t *testing.T, c *Cluster, bins harness.Bins) *Node {
 	t.Helper()
+	return StartNodeWith(t, c, bins, NodeOptions{})
+}
+
+// NodeOptions change how StartNodeWith lays the node out.
+type NodeOptions struct {
+	// HostDirs runs containerd and the kubelet in a mount namespace of
+	// their own where the node's folders are bind-mounted over the
+	// standard host paths (hostDirs): the CNI dirs, the kubelet's root,
+	// Meshless's. Pods that mount host paths (the DaemonSet) then get the
+	// node's, never the machine's; the conflist is left without
+	// meshless-cni (the DaemonSet's installer adds it); the kubelet keeps
+	// its default root dir.
+	HostDirs bool
+}
+
+// StartNodeWith is StartNode with options.
+func StartNodeWith(t *testing.T, c *Cluster, bins harness.Bins, o NodeOptions) *Node {
+	t.Helper()
 	nstest.RequireRoot(t)
 	nodeBins(t, c)
 	lockNodes(t)
@@ -205,8 +229,12 @@ func StartNode(t *testing.T, c *Cluster, bins harness.Bins) *Node {
 		MeshletDir: manifestMeshletDir(t, filepath.Join(dir, "kubelet")),
 		crictlBin:  filepath.Join(c.bin, "crictl"),
 		podNetns:   map[string]bool{},
+		hostDirs:   o.HostDirs,
 	}
-	for _, p := range nodeHostPaths() {
+	if o.HostDirs {
+		n.CNIBinDir, n.CNIConfDir = n.HostPath("/opt/cni/bin"), n.HostPath("/etc/cni/net.d")
+	}
+	for _, p := range nodeHostPaths(o.HostDirs) {
 		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
 			n.hostPaths = append(n.hostPaths, p)
 		}
@@ -242,7 +270,10 @@ func StartNode(t *testing.T, c *Cluster, bins harness.Bins) *Node {
 	} {
 		n.inNetns("ip", args...)
 	}
-	n.startAPIProxy()
+	if n.hostDirs {
+		n.startMountNS()
+	}
+	n.proxyToAPIServer(nodeAPIAddr)
 	writeFile(t, n.Kubeconfig, []byte(c.kubeconfigAt("https://"+nodeAPIAddr, adminToken)))
 
 	n.setupCNI()
@@ -286,14 +317,14 @@ func (n *Node) inNetns(name string, args ...string) string {
 	return string(out)
 }
 
-// startAPIProxy forwards nodeAPIAddr, inside the node netns, to the
+// proxyToAPIServer forwards addr, inside the node netns, to the
 // apiserver on host loopback.
-func (n *Node) startAPIProxy() {
-	l, err := harness.ListenInNetns(n.Netns, "tcp", nodeAPIAddr)
+func (n *Node) proxyToAPIServer(addr string) net.Listener {
+	l, err := harness.ListenInNetns(n.Netns, "tcp", addr)
 	if err != nil {
-		n.t.Fatalf("apiserver proxy: %v", err)
+		n.t.Fatalf("apiserver proxy on %s: %v", addr, err)
 	}
-	n.apiProxy = l
+	n.proxies = append(n.proxies, l)
 	target := strings.TrimPrefix(n.c.APIURL(), "https://")
 	go func() {
 		for {
@@ -316,6 +347,7 @@ func (n *Node) startAPIProxy() {
 			}()
 		}
 	}()
+	return l
 }
 
 // setupCNI writes the primary conflist (bridge + host-local, state in Dir)
@@ -353,6 +385,9 @@ func (n *Node) setupCNI() {
 `, filepath.Join(n.Dir, "cni", "ipam"), podSubnet, podGateway)
 	list := filepath.Join(n.CNIConfDir, "10-meshless-e2e.conflist")
 	writeFile(t, list, []byte(conf))
+	if n.hostDirs {
+		return // the DaemonSet's installer chains meshless-cni
+	}
 
 	socket := filepath.Join(n.DaemonDir, "run", "cni.sock")
 	snippet, _ := json.Marshal(map[string]any{"daemonSocket": socket, "logFile": n.PluginLog})
@@ -424,7 +459,7 @@ state = %q
           Root = %q
           SystemdCgroup = false
 `, p("root"), p("state"), n.CRISock, n.CRISock+".ttrpc", p("opt"),
-		cri, e2eImage, cri, n.CNIBinDir, n.CNIConfDir, cri, cri, cri, p("runc"))
+		cri, pauseImage, cri, n.nodePath(n.CNIBinDir), n.nodePath(n.CNIConfDir), cri, cri, cri, p("runc"))
 	writeFile(t, p("config.toml"), []byte(cfg))
 	n.containerd = n.startProc("containerd", "containerd", "--config", p("config.toml"), "--log-level", "info")
 	deadline := time.Now().Add(30 * time.Second)
@@ -464,87 +499,6 @@ func (n *Node) Crictl(args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
-// importImage builds the static binaries, packs them as one docker-archive
-// image and imports it into containerd's k8s.io namespace.
-func (n *Node) importImage() {
-	t := n.t
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := filepath.Join(n.Dir, "image")
-	files := map[string][]byte{}
-	for _, app := range []string{"pause", "demo-server", "demo-client"} {
-		out := filepath.Join(work, app)
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./tests/apps/"+app)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", app, err, b)
-		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[app] = b
-	}
-	layer := tarOf(t, files, 0o755)
-	layerSum := sha256.Sum256(layer)
-	layerDigest := "sha256:" + hex.EncodeToString(layerSum[:])
-	config, _ := json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"created":      "2025-01-01T00:00:00Z",
-		"config":       map[string]any{"Entrypoint": []string{"/pause"}, "Env": []string{"PATH=/"}},
-		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-		"history":      []map[string]any{{"created": "2025-01-01T00:00:00Z", "created_by": "meshless tests/k8s"}},
-	})
-	configSum := sha256.Sum256(config)
-	configName := hex.EncodeToString(configSum[:]) + ".json"
-	layerName := hex.EncodeToString(layerSum[:]) + "/layer.tar"
-	manifest, _ := json.Marshal([]map[string]any{{"Config": configName, "RepoTags": []string{e2eImage}, "Layers": []string{layerName}}})
-	archive := tarOf(t, map[string][]byte{"manifest.json": manifest, configName: config, layerName: layer}, 0o644)
-	tarPath := filepath.Join(work, "e2e-image.tar")
-	writeFile(t, tarPath, archive)
-	if out, err := n.ctr("images", "import", tarPath); err != nil {
-		t.Fatalf("ctr images import: %v\n%s", err, out)
-	}
-	if out, err := n.Crictl("inspecti", e2eImage); err != nil {
-		t.Fatalf("the CRI does not see %s: %v\n%s", e2eImage, err, out)
-	}
-}
-
-// tarOf returns a tar of files (sorted names, fixed times).
-func tarOf(t *testing.T, files map[string][]byte, mode int64) []byte {
-	t.Helper()
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	dirs := map[string]bool{}
-	for _, name := range names {
-		if d := filepath.Dir(name); d != "." && !dirs[d] {
-			dirs[d] = true
-			if err := tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(files[name])), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(files[name]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 func (n *Node) startKubelet() {
 	t := n.t
 	n.sysctls = map[string]string{}
@@ -554,6 +508,9 @@ func (n *Node) startKubelet() {
 		}
 	}
 	root := filepath.Join(n.Dir, "kubelet")
+	if n.hostDirs {
+		root = "/var/lib/kubelet"
+	}
 	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -625,8 +582,8 @@ serializeImagePulls: false
 // startProc starts a process in the node netns, logging into Dir.
 func (n *Node) startProc(name, bin string, args ...string) *proc {
 	n.t.Helper()
-	// nsenter enters the netns and execs bin: the pid is bin's.
-	cmd := exec.Command("nsenter", append([]string{"--net=" + n.Netns, "--", bin}, args...)...)
+	// nsenter enters the namespaces and execs bin: the pid is bin's.
+	cmd := exec.Command("nsenter", append(n.nsenterArgs(bin), args...)...)
 	return startLogged(n.t, name, filepath.Join(n.Dir, name+".log"), cmd)
 }
 
@@ -712,12 +669,16 @@ func (n *Node) cleanup() {
 		}
 	}
 	n.containerd.stop(false)
-	if n.apiProxy != nil {
-		n.apiProxy.Close()
+	for _, l := range n.proxies {
+		l.Close()
 	}
+	// The holder of a HostDirs node's mount namespace is in the node
+	// netns: killed here, after its view of the pods' netns was used.
 	if k := n.killLeftovers(); len(k) > 0 {
 		t.Logf("cleanup: killed leftover processes %v", k)
 	}
+	n.mountNS.stop(true)
+	n.removeCreated()
 	for _, m := range n.leftoverMounts() {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			t.Errorf("cleanup: unmount %s: %v", m, err)
@@ -786,6 +747,9 @@ func removeCgroup(dir string) error {
 func (n *Node) killLeftovers() []int {
 	inodes := map[uint64]bool{}
 	for _, p := range append([]string{n.Netns}, keys(n.podNetns)...) {
+		if p != n.Netns {
+			p = n.netnsPath(p)
+		}
 		var st unix.Stat_t
 		if unix.Stat(p, &st) == nil {
 			inodes[st.Ino] = true

@@ -221,7 +221,7 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rules, _ := netnsRules(t, netns); rules != "" {
+		if rules, _ := netnsRules(t, n.netnsPath(netns)); rules != "" {
 			t.Fatalf("%s has meshless rules before the daemon ran:\n%s", p.Name, rules)
 		}
 	}
@@ -350,11 +350,11 @@ func (n *Node) checkEnrolled(ctx context.Context, t *testing.T, client *cniapi.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameFile(reg.Netns, netns) {
+	if !sameFile(n.netnsPath(reg.Netns), n.netnsPath(netns)) {
 		t.Errorf("enrolled netns %s is not the sandbox's %s", reg.Netns, netns)
 	}
 	waitUntil(t, "rules in "+p.Name, 10*time.Second, func() (bool, string) {
-		rules, _ := netnsRules(t, netns)
+		rules, _ := netnsRules(t, n.netnsPath(netns))
 		return rules != "", "no meshless rules in " + netns
 	})
 }
@@ -492,7 +492,7 @@ func (n *Node) checkMeshed(ctx context.Context, client *cniapi.Client, p *corev1
 	if reg.ContainerID != id || reg.Netns != netns {
 		t.Errorf("registration %s netns %s, want sandbox %s netns %s", reg.ContainerID, reg.Netns, id, netns)
 	}
-	rules, backend := netnsRules(t, netns)
+	rules, backend := netnsRules(t, n.netnsPath(netns))
 	if rules == "" {
 		t.Fatalf("no meshless rules in %s (sandbox %s of %s)", netns, id, p.Name)
 	}
