@@ -54,6 +54,9 @@ type History struct {
 	mu      sync.Mutex
 	stats   map[string]*stat
 	updates int
+	// srtt is the smoothed connect time of every candidate together: the
+	// guess for a candidate never seen, when its race knows no other.
+	srtt time.Duration
 }
 
 // stat is what a History knows of one candidate.
@@ -94,7 +97,10 @@ type view struct {
 // connect time and above nearly all of them, clamped; without a sample of
 // its own, that of the others' average. Its cost is the expected time to a
 // connection when it is tried first: its connect time, plus, in the share
-// of attempts that stall, the delay before the next is tried.
+// of attempts that stall, the delay before the next is tried. A candidate
+// without a sample counts as the average of the race's others (of every
+// candidate when they have none either), so it gets its turn, and waits
+// three times that; the maximum when nothing is known at all.
 func (h *History) views(keys []string, now time.Time) []view {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -118,9 +124,11 @@ func (h *History) views(keys []string, now time.Time) []view {
 		v := &vs[i]
 		if !v.known {
 			// Unknown: as good as the average, so it gets tried.
-			v.srtt, v.delay = 0, h.cfg.MaxDelay
+			v.srtt, v.delay = h.srtt, h.cfg.MaxDelay
 			if n > 0 {
 				v.srtt = sum / time.Duration(n)
+			}
+			if v.srtt > 0 {
 				v.delay = h.clamp(3 * v.srtt)
 			}
 		}
@@ -235,6 +243,11 @@ func (h *History) observe(key string, o outcome, elapsed, delay time.Duration, c
 	stalled := elapsed > delay
 	switch o {
 	case connected:
+		if h.srtt == 0 {
+			h.srtt = elapsed
+		} else {
+			h.srtt += (elapsed - h.srtt) / 8
+		}
 		if s.srtt == 0 {
 			s.srtt, s.rttvar = elapsed, elapsed/2
 		} else {

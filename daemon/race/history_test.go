@@ -45,6 +45,7 @@ func TestAttemptDelay(t *testing.T) {
 		{"slow: the maximum", []obs{{"a", connected, 400 * time.Millisecond, 4}}, "a", DefaultMaxDelay, DefaultMaxDelay},
 		{"unknown among known: thrice their mean", []obs{{"b", connected, 10 * time.Millisecond, 4}}, "a", 30 * time.Millisecond, 30 * time.Millisecond},
 		{"failures only: the maximum", []obs{{"a", failed, time.Millisecond, 3}}, "a", DefaultMaxDelay, DefaultMaxDelay},
+		{"nothing known in the race: thrice everyone's mean", []obs{{"elsewhere", connected, 20 * time.Millisecond, 4}}, "a", 60 * time.Millisecond, 60 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := NewHistory(HistoryConfig{})
