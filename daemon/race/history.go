@@ -212,37 +212,55 @@ func (h *History) plan(keys []string, prio []int) ([]int, []time.Duration) {
 type outcome int
 
 const (
-	// connected: the dial returned a connection after elapsed.
-	connected outcome = iota
+	// won: the dial returned the race's first connection after elapsed.
+	won outcome = iota
+	// connected: the dial returned a connection after the race was won.
+	connected
 	// failed: the dial returned an error of its own.
 	failed
 	// cancelled: the race was decided (or abandoned) while it dialed.
 	cancelled
 )
 
+// stallMark is a stall recorded when an attempt delay expired, with the
+// score it replaced.
+type stallMark struct {
+	prev       float64
+	prevAt, at time.Time
+}
+
 // stalledNow records that key has not connected by its attempt delay,
 // at once: the races that start meanwhile already try it last.
-func (h *History) stalledNow(key string) {
+func (h *History) stalledNow(key string) *stallMark {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.updateStallLocked(h.statLocked(key, now), true, now)
+	s := h.statLocked(key, now)
+	m := &stallMark{prev: s.stall, prevAt: s.stallAt, at: now}
+	h.updateStallLocked(s, true, now)
+	return m
 }
 
 // observe records a launched candidate's outcome after elapsed, given the
-// attempt delay it had. A connection counts as a stall when it came after
-// its delay, a failure always, a cancellation only when it was still
-// dialing after its delay (it was overtaken); an earlier cancellation says
-// nothing of the candidate. counted says the stall was already recorded
-// (stalledNow): the outcome only adds its connect time.
-func (h *History) observe(key string, o outcome, elapsed, delay time.Duration, counted bool) {
+// attempt delay it had. A winner never stalled: late or not, it was the
+// first to connect (a slow connect shows in its connect time). A losing
+// connection counts as a stall when it came after its delay, a failure
+// always, a cancellation only when it was still dialing after its delay
+// (it was overtaken); an earlier cancellation says nothing of the
+// candidate. mark, when set, is the stall already recorded for this
+// attempt: withdrawn if the candidate won after all (a loaded machine
+// made it late, it is not sick), else kept as is.
+func (h *History) observe(key string, o outcome, elapsed, delay time.Duration, mark *stallMark) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.statLocked(key, now)
 	stalled := elapsed > delay
 	switch o {
-	case connected:
+	case won, connected:
+		if o == won {
+			stalled = false
+		}
 		if h.srtt == 0 {
 			h.srtt = elapsed
 		} else {
@@ -266,9 +284,15 @@ func (h *History) observe(key string, o outcome, elapsed, delay time.Duration, c
 			return
 		}
 	}
-	if !counted {
-		h.updateStallLocked(s, stalled, now)
+	if mark != nil {
+		if stalled {
+			return // recorded when the delay expired
+		}
+		if s.stallAt.Equal(mark.at) { // nothing recorded since
+			s.stall, s.stallAt = mark.prev, mark.prevAt
+		}
 	}
+	h.updateStallLocked(s, stalled, now)
 }
 
 // statLocked returns key's figures, new ones if it had none, marked used.

@@ -20,7 +20,7 @@ type obs struct {
 func feed(h *History, delay time.Duration, os ...obs) {
 	for _, o := range os {
 		for range max(o.n, 1) {
-			h.observe(o.key, o.o, o.elapsed, delay, false)
+			h.observe(o.key, o.o, o.elapsed, delay, nil)
 		}
 	}
 }
@@ -172,4 +172,34 @@ func TestStallForgiven(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestLateWinner: a stall recorded when the attempt delay expired is
+// withdrawn when the candidate wins after all (a loaded machine made it
+// late), and kept when it was overtaken or failed.
+func TestLateWinner(t *testing.T) {
+	const delay = 5 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		o       outcome
+		suspect bool
+	}{
+		{"won late: not a suspect", won, false},
+		{"overtaken: a suspect", cancelled, true},
+		{"connected after the winner: a suspect", connected, true},
+		{"failed: a suspect", failed, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := NewHistory(HistoryConfig{})
+			feed(h, delay, obs{"late", connected, time.Millisecond, 4}, obs{"b", connected, time.Millisecond, 4})
+			m := h.stalledNow("late")
+			if v := h.views([]string{"late"}, time.Now()); !v[0].suspect {
+				t.Fatalf("not a suspect right after its delay expired: %+v", v[0])
+			}
+			h.observe("late", tc.o, 2*delay, delay, m)
+			if v := h.views([]string{"late"}, time.Now()); v[0].suspect != tc.suspect {
+				t.Errorf("suspect %v, want %v (%+v)", v[0].suspect, tc.suspect, v[0])
+			}
+		})
+	}
 }

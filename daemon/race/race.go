@@ -129,7 +129,7 @@ func Dial[C any, T io.Closer](ctx context.Context, cands []C, dial DialFunc[C, T
 			r.inflight--
 			if res.err == nil {
 				r.report(res.i, Won, nil)
-				r.observe(res, connected)
+				r.observe(res, won)
 				r.finish(Lost)
 				return res.conn, cands[res.i], nil
 			}
@@ -157,10 +157,10 @@ type racer[C any, T io.Closer] struct {
 	cancel  context.CancelFunc
 	results chan result[T] // buffered: dials never block on it
 
-	order   []int           // launch order, indices of cands
-	keys    []string        // with Learn: the candidates' keys
-	delays  []time.Duration // with Learn: each candidate's attempt delay
-	stalled []bool          // with Learn: stalls already recorded
+	order  []int           // launch order, indices of cands
+	keys   []string        // with Learn: the candidates' keys
+	delays []time.Duration // with Learn: each candidate's attempt delay
+	stalls []*stallMark    // with Learn: stalls recorded when a delay expired
 
 	next, inflight int
 	last           int // the candidate launched last
@@ -191,7 +191,7 @@ func (r *racer[C, T]) plan() {
 		}
 	}
 	r.order, r.delays = r.o.Learn.plan(r.keys, prio)
-	r.stalled = make([]bool, len(r.cands))
+	r.stalls = make([]*stallMark, len(r.cands))
 }
 
 // launchable says whether a candidate is left and the fanout allows it.
@@ -244,17 +244,16 @@ func (r *racer[C, T]) observe(res result[T], o outcome) {
 	if o == failed && r.ctx.Err() != nil {
 		o = cancelled
 	}
-	r.o.Learn.observe(r.keys[res.i], o, res.elapsed, r.delays[res.i], r.stalled[res.i])
+	r.o.Learn.observe(r.keys[res.i], o, res.elapsed, r.delays[res.i], r.stalls[res.i])
 }
 
 // stall tells Learn at once that candidate i is still dialing after its
 // attempt delay.
 func (r *racer[C, T]) stall(i int) {
-	if r.o.Learn == nil || r.stalled[i] {
+	if r.o.Learn == nil || r.stalls[i] != nil {
 		return
 	}
-	r.stalled[i] = true
-	r.o.Learn.stalledNow(r.keys[i])
+	r.stalls[i] = r.o.Learn.stalledNow(r.keys[i])
 }
 
 // finish cancels the dials in flight and reaps them in the background:
