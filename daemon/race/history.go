@@ -17,14 +17,18 @@ const (
 )
 
 // stallWeight is the weight of the newest outcome in a candidate's stall
-// score: one stall lifts a clean candidate's score to 0.25, which sinks it
-// below every candidate that has not stalled.
+// score: one stall lifts a clean candidate's score to 0.25, which makes it
+// costlier than its equals (it is no longer tried first among them).
 const stallWeight = 0.25
 
 // suspectStall is the stall score from which a candidate is tried after
-// every other one, whatever its priority: it recently stalled or failed
-// and has not since proven itself.
-const suspectStall = 0.2
+// every other one, whatever its priority: two stalls within seconds (0.44)
+// and no attempt in time since. One stall is not enough to demote a
+// candidate below a lower priority: on a loaded node a healthy local
+// instance now and then misses its attempt delay and is overtaken by a
+// remote one, and it should not hand seconds of connections to a tunnel
+// for it.
+const suspectStall = 0.4
 
 // forgetAfter is how long an unused candidate's figures are kept.
 const forgetAfter = 10 * time.Minute

@@ -84,14 +84,23 @@ func TestPlan(t *testing.T) {
 	}{
 		{"a stall sinks a candidate below every healthy one, whatever its priority",
 			[]string{"sick", "b", "c"}, []int{0, 1, 1},
-			[]obs{{"sick", connected, ms, 5}, {"sick", cancelled, 20 * ms, 1}, {"b", connected, ms, 1}, {"c", connected, ms, 1}},
+			[]obs{{"sick", connected, ms, 5}, {"sick", cancelled, 20 * ms, 2}, {"b", connected, ms, 1}, {"c", connected, ms, 1}},
 			func(first, last map[string]int) error {
 				if first["sick"] != 0 || last["sick"] != n {
 					return fmt.Errorf("sick first %d, last %d of %d", first["sick"], last["sick"], n)
 				}
 				return nil
 			}},
-		{"a failure too",
+		{"one stall does not outweigh priority (a hiccup)",
+			[]string{"local", "remote"}, []int{0, 1},
+			[]obs{{"local", connected, ms, 5}, {"local", cancelled, 20 * ms, 1}, {"remote", connected, 2 * ms, 5}},
+			func(first, _ map[string]int) error {
+				if first["local"] != n {
+					return fmt.Errorf("firsts %v", first)
+				}
+				return nil
+			}},
+		{"a failure sinks a candidate among equals",
 			[]string{"down", "b"}, []int{0, 0},
 			[]obs{{"down", failed, ms, 1}},
 			func(first, _ map[string]int) error {
@@ -162,7 +171,7 @@ func TestPlan(t *testing.T) {
 func TestStallForgiven(t *testing.T) {
 	h := NewHistory(HistoryConfig{HalfLife: 20 * time.Millisecond})
 	keys, prio := []string{"healed", "b"}, []int{0, 1}
-	feed(h, 10*time.Millisecond, obs{"healed", connected, time.Millisecond, 4}, obs{"healed", failed, 0, 1})
+	feed(h, 10*time.Millisecond, obs{"healed", connected, time.Millisecond, 4}, obs{"healed", failed, 0, 2})
 	if first, _ := firsts(h, keys, prio, 50); first["healed"] != 0 {
 		t.Fatalf("just failed, yet first %d of 50", first["healed"])
 	}
@@ -191,7 +200,9 @@ func TestLateWinner(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := NewHistory(HistoryConfig{})
-			feed(h, delay, obs{"late", connected, time.Millisecond, 4}, obs{"b", connected, time.Millisecond, 4})
+			// One stall before: this one makes it a suspect, unless withdrawn.
+			feed(h, delay, obs{"late", connected, time.Millisecond, 4}, obs{"b", connected, time.Millisecond, 4},
+				obs{"late", cancelled, 2 * delay, 1})
 			m := h.stalledNow("late")
 			if v := h.views([]string{"late"}, time.Now()); !v[0].suspect {
 				t.Fatalf("not a suspect right after its delay expired: %+v", v[0])
