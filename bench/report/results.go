@@ -127,7 +127,7 @@ type RaceSummary struct {
 
 // Racing configurations.
 const (
-	RaceMeshless = "meshless racing (fanout all)"
+	RaceMeshless = "meshless racing (learned stagger)"
 	RaceFanout1  = "meshless --race-fanout 1"
 	RaceHAProxy  = "sidecar HAProxy roundrobin"
 )

@@ -25,6 +25,13 @@ func (r *Results) Evaluate() {
 		v = l.P99 / h.P99
 	}
 	r.add("racing: p99 connect with a 50%-SYN-loss instance within 20% of all healthy", "ratio ≤ 1.20", v, 1.2, false, ok1 && ok2 && h.P99 > 0)
+	// Racing must cost nothing when every instance is healthy.
+	f, ok3 := r.RaceGet(RaceFanout1, false)
+	v = 0
+	if ok1 && ok3 && f.P50 > 0 {
+		v = h.P50 / f.P50
+	}
+	r.add("racing: p50 connect with all instances healthy no worse than one at a time (--race-fanout 1)", "ratio ≤ 1.00", v, 1.0, false, ok1 && ok3 && f.P50 > 0)
 }
 
 // meshTargets adds the claims every meshed set-up is held to: same-node

@@ -11,9 +11,10 @@ import (
 
 // racing measures connect + first byte to the race service (three
 // instances on n2) with all healthy and with n2/p3 dropping half its
-// SYNs: meshless racing all instances, meshless with --race-fanout 1 (one
-// instance at a time, in random order: no racing) and HAProxy sidecars
-// balancing round robin with their default connect retry.
+// SYNs: meshless racing as by default (learned order, adaptive stagger),
+// meshless with --race-fanout 1 --race-stagger 0 (one instance at a time,
+// in random order: no racing, no learning) and HAProxy sidecars balancing
+// round robin with their default connect retry.
 func (b *bench) racing(ctx context.Context) error {
 	n1 := "n1"
 	defer func() {
@@ -29,7 +30,7 @@ func (b *bench) racing(ctx context.Context) error {
 			flags []string
 		}{
 			{report.RaceMeshless, report.Meshless, []string{"--pprof", "--meshlet-dir", b.meshlet}},
-			{report.RaceFanout1, report.Meshless, []string{"--pprof", "--meshlet-dir", b.meshlet, "--race-fanout", "1"}},
+			{report.RaceFanout1, report.Meshless, []string{"--pprof", "--meshlet-dir", b.meshlet, "--race-fanout", "1", "--race-stagger", "0"}},
 			{report.RaceHAProxy, report.Sidecar, nil},
 		} {
 			if c.flags != nil {

@@ -66,8 +66,13 @@ type Config struct {
 	IdleTimeout time.Duration
 	// RaceFanout bounds the candidates of a race dialled at once; 0 all.
 	RaceFanout int
-	// RaceStagger delays each further candidate of a race; 0 none.
+	// RaceStagger, with RaceFixed, delays each further candidate of a
+	// race by that much (0: none, all at once up to RaceFanout).
 	RaceStagger time.Duration
+	// RaceFixed races the old way: candidates by priority then at random,
+	// RaceStagger apart. Otherwise (the default) races learn connect
+	// times and stalls and stagger adaptively (package race, History).
+	RaceFixed bool
 	// InboundPolicy rules inbound connections that did not come through a
 	// daemon.
 	InboundPolicy decide.Policy
@@ -198,6 +203,14 @@ func (d *daemon) openSockets(ctx context.Context, g *errgroup.Group) (net.Listen
 	return tln, nil
 }
 
+// raceStagger describes the race setting for the log.
+func raceStagger(cfg Config) string {
+	if !cfg.RaceFixed {
+		return "auto"
+	}
+	return cfg.RaceStagger.String()
+}
+
 // serve is phase 5: the tunnel accepts and running pods are enrolled.
 func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener) {
 	if tln != nil {
@@ -216,7 +229,7 @@ func (d *daemon) serve(ctx context.Context, g *errgroup.Group, tln net.Listener)
 	}
 	d.log.Info("meshlessd ready", "node", d.cfg.NodeName, "socket", d.cfg.Socket, "admin", d.adminAddr.String(),
 		"state_dir", d.cfg.StateDir, "tunnel_addr", d.status.TunnelAddr, "discovery", d.disc.Status().Source,
-		"inbound_policy", d.cfg.InboundPolicy.String(), "race_fanout", d.cfg.RaceFanout, "race_stagger", d.cfg.RaceStagger,
+		"inbound_policy", d.cfg.InboundPolicy.String(), "race_fanout", d.cfg.RaceFanout, "race_stagger", raceStagger(d.cfg),
 		"sockmap", d.cfg.Sockmap, "enroll_existing", d.enroller != nil, "identity", identityOf(d.identity))
 }
 

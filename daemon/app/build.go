@@ -114,7 +114,7 @@ func build(cfg Config) (*daemon, error) {
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: dec, Metrics: d.metrics, Logger: d.log, Sockmap: d.sockmap,
 		Identity: d.identity, Tunnel: d.tunnel,
-		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger,
+		RaceFanout: cfg.RaceFanout, RaceStagger: cfg.RaceStagger, RaceFixed: cfg.RaceFixed,
 	}); err != nil {
 		d.close()
 		return nil, err

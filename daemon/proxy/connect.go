@@ -58,6 +58,8 @@ func (h *Handler) connect(ctx context.Context, pod *inpod.Pod, src netip.AddrPor
 	l, _, err := race.Dial(ctx, idx, dial, race.Options[int]{
 		Fanout:   h.cfg.RaceFanout,
 		Stagger:  h.cfg.RaceStagger,
+		Learn:    h.history, // nil with RaceFixed
+		Key:      func(i int) string { return targets[i].String() },
 		Priority: func(i int) int { return targets[i].Priority },
 		Report: func(i int, r race.Result, err error) {
 			h.countRace(r)

@@ -39,6 +39,7 @@ import (
 	"github.com/meshless/meshless/daemon/inpod"
 	"github.com/meshless/meshless/daemon/metrics"
 	"github.com/meshless/meshless/daemon/origdst"
+	"github.com/meshless/meshless/daemon/race"
 	"github.com/meshless/meshless/daemon/relay"
 	"github.com/meshless/meshless/daemon/tunnel"
 )
@@ -64,9 +65,14 @@ type Config struct {
 	Tunnel *tunnel.Client
 	// RaceFanout bounds the targets dialled at once; 0 means all.
 	RaceFanout int
-	// RaceStagger delays each further target of a race (Happy Eyeballs);
-	// 0 dials them all at once.
+	// RaceStagger, with RaceFixed, delays each further target of a race
+	// by that much (Happy Eyeballs); 0 dials them all at once.
 	RaceStagger time.Duration
+	// RaceFixed races without learning: targets by priority then at
+	// random, RaceStagger apart. By default races learn each target's
+	// connect time and stalls (race.History): the likely fastest first,
+	// the next after an attempt delay derived from it.
+	RaceFixed bool
 	// DialTimeout bounds reaching a destination; DefaultDialTimeout when 0.
 	DialTimeout time.Duration
 	// Sockmap, if set, has the kernel forward TCP↔TCP connections (package
@@ -80,6 +86,9 @@ type Config struct {
 type Handler struct {
 	cfg Config
 	log *slog.Logger
+	// history learns the race targets' connect times and stalls, shared
+	// by every race of the daemon; nil with RaceFixed.
+	history *race.History
 }
 
 var (
@@ -104,7 +113,11 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
-	return &Handler{cfg: cfg, log: cfg.Logger}, nil
+	h := &Handler{cfg: cfg, log: cfg.Logger}
+	if !cfg.RaceFixed {
+		h.history = race.NewHistory(race.HistoryConfig{})
+	}
+	return h, nil
 }
 
 // HandleConn implements inpod.ConnHandler: the classify stage of a

@@ -121,41 +121,55 @@ func TestUDS(t *testing.T) {
 	}
 }
 
-// TestRace: with one endpoint that never answers, every connection still
-// completes fast, the races are counted, and the black hole never receives
-// an application byte.
+// TestRace: with one endpoint that never answers (on n3) besides a
+// local (B) and a remote (C) one, every connection still completes fast,
+// the races are counted, and the black hole never receives an application
+// byte. Racing all at once (--race-stagger 0), each race has the black
+// hole and the slower endpoint lose; learning (the default), the local
+// endpoint is tried first and nearly always wins alone.
 func TestRace(t *testing.T) {
-	ms := newMesh(t, options{})
-	listenIn(t, ms.podB, ipB+":8080")
-	listenIn(t, ms.podC, ipC+":8080")
 	const n = 20
-	for i := range n {
-		start := time.Now()
-		got, err := request(ms.podA, vipWeb+":80", []byte("race"))
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		want(t, got, ipA, []byte("race"))
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("connection %d took %v", i, d)
-		}
-	}
-	if w := counter(t, ms.n1, "race", "won"); w != n {
-		t.Errorf("races won %v, want %d", w, n)
-	}
-	// Every race had the black hole plus the slower endpoint lose; losers
-	// are reported in the background.
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if l := counter(t, ms.n1, "race", "lost"); l < n {
-			return errors.New("fewer lost than races")
-		}
-		return nil
-	})
-	if ms.holeConns.Load() == 0 {
-		t.Error("the black hole was never dialled")
-	}
-	if b := ms.holeBytes.Load(); b != 0 {
-		t.Errorf("the black hole received %d application bytes", b)
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		min, max float64 // lost races
+		hole     bool    // the black hole is dialled
+	}{
+		{"learned (default)", Config{}, 0, n / 2, false},
+		{"all at once", Config{RaceFixed: true}, n, 2 * n, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := newMesh(t, options{proxy: tc.cfg})
+			listenIn(t, ms.podB, ipB+":8080")
+			listenIn(t, ms.podC, ipC+":8080")
+			for i := range n {
+				start := time.Now()
+				got, err := request(ms.podA, vipWeb+":80", []byte("race"))
+				if err != nil {
+					t.Fatalf("connection %d: %v", i, err)
+				}
+				want(t, got, ipA, []byte("race"))
+				if d := time.Since(start); d > time.Second {
+					t.Errorf("connection %d took %v", i, d)
+				}
+			}
+			if w := counter(t, ms.n1, "race", "won"); w != n {
+				t.Errorf("races won %v, want %d", w, n)
+			}
+			// Losers are reported in the background.
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if l := counter(t, ms.n1, "race", "lost"); l < tc.min || l > tc.max {
+					return fmt.Errorf("%v races lost, want %v..%v", l, tc.min, tc.max)
+				}
+				if tc.hole && ms.holeConns.Load() == 0 {
+					return errors.New("the black hole was never dialled")
+				}
+				return nil
+			})
+			if b := ms.holeBytes.Load(); b != 0 {
+				t.Errorf("the black hole received %d application bytes", b)
+			}
+		})
 	}
 }
 

@@ -1,12 +1,22 @@
-// Package race dials several candidates for one connection in parallel and
-// keeps the first that connects: Meshless's racing for service endpoints
-// on other nodes.
+// Package race dials several candidates for one connection and keeps the
+// first that connects: Meshless's racing for service endpoints.
 //
+//	hist := race.NewHistory(race.HistoryConfig{}) // one per daemon
 //	c, won, err := race.Dial(ctx, candidates, dialOne, race.Options[routes.Candidate]{
-//		Stagger:  50 * time.Millisecond,
+//		Learn:    hist,
+//		Key:      func(c routes.Candidate) string { return c.String() },
 //		Priority: func(c routes.Candidate) int { return 0 },
 //		Report:   func(c routes.Candidate, r race.Result, err error) { metric.WithLabelValues(string(r)).Inc() },
 //	})
+//
+// With a History the race is staggered as RFC 8305 (Happy Eyeballs)
+// staggers address families: the candidate expected to connect soonest
+// goes first, the next only once the first has taken clearly longer than
+// it usually does, or has failed. When every instance is healthy a race
+// costs one dial; when one stalls, the next is under way after a few
+// milliseconds, and the History makes the staller the last choice of the
+// next races. Without one, candidates launch at once (up to Fanout) or
+// Stagger apart, by priority then at random.
 //
 // A dial function returns only a connection that is ready for application
 // bytes (for the tunnel: after the far side's OK), and the race closes every
@@ -53,12 +63,22 @@ type DialFunc[C any, T io.Closer] func(ctx context.Context, c C) (T, error)
 type Options[C any] struct {
 	// Fanout bounds the number of dials in flight; 0 means all.
 	Fanout int
-	// Stagger, when positive, delays each launch after the first until
-	// Stagger has passed since the previous launch or a dial in flight
-	// has failed, whichever is first (RFC 8305, Happy Eyeballs).
+	// Stagger, when positive and Learn is nil, delays each launch after
+	// the first until Stagger has passed since the previous launch or a
+	// dial in flight has failed, whichever is first (RFC 8305, Happy
+	// Eyeballs).
 	Stagger time.Duration
+	// Learn, when set, makes the race adaptive: candidates are ordered by
+	// what Learn knows of them (see History.plan), and each launch after
+	// the first waits for the previous candidate's attempt delay, derived
+	// from its usual connect time, or for a failure. Stagger is then
+	// ignored. The race's outcomes are recorded in Learn.
+	Learn *History
+	// Key names a candidate in Learn; fmt's %v of it when nil.
+	Key func(C) string
 	// Priority, when set, orders candidates: lower values are dialed
-	// first. Candidates of equal priority are dialed in random order.
+	// first. Candidates of equal priority are dialed in random order (or,
+	// with Learn, by their cost).
 	Priority func(C) int
 	// Report, when set, receives the result of every launched candidate
 	// (candidates never launched are not reported). Calls for the losers
@@ -68,9 +88,10 @@ type Options[C any] struct {
 }
 
 type result[T io.Closer] struct {
-	i    int
-	conn T // valid when err is nil
-	err  error
+	i       int
+	conn    T // valid when err is nil
+	err     error
+	elapsed time.Duration
 }
 
 // Dial races the candidates and returns the first connection to succeed
@@ -86,103 +107,185 @@ func Dial[C any, T io.Closer](ctx context.Context, cands []C, dial DialFunc[C, T
 	if len(cands) == 0 {
 		return noneT, zero, ErrNoCandidates
 	}
-	report := func(i int, r Result, err error) {
-		if o.Report != nil {
-			o.Report(cands[i], r, err)
-		}
-	}
-	order := order(cands, o)
-	rctx, cancel := context.WithCancel(ctx)
-	results := make(chan result[T], len(order)) // dials never block on it
-	var (
-		next, inflight int
-		launchNow      bool
-		timer          *time.Timer
-		timerC         <-chan time.Time
-		errs           []error
-	)
-	stopTimer := func() {
-		if timer != nil {
-			timer.Stop()
-			timer, timerC = nil, nil
-		}
-	}
-	defer stopTimer()
-	// finish cancels the rest and reaps it in the background.
-	finish := func(r Result) {
-		cancel()
-		if inflight == 0 {
-			return
-		}
-		go func(n int) {
-			for range n {
-				res := <-results
-				if res.err == nil {
-					res.conn.Close()
-					report(res.i, Lost, nil)
-					continue
-				}
-				report(res.i, r, res.err)
-			}
-		}(inflight)
-	}
+	r := &racer[C, T]{cands: cands, dial: dial, o: o, results: make(chan result[T], len(cands))}
+	r.plan()
+	r.ctx, r.cancel = context.WithCancel(ctx)
+	defer r.stopTimer()
 	for {
-		canLaunch := next < len(order) && (o.Fanout <= 0 || inflight < o.Fanout)
-		if canLaunch && (o.Stagger <= 0 || inflight == 0 || launchNow) {
-			launchNow = false
-			stopTimer()
-			i := order[next]
-			next++
-			inflight++
-			go func() {
-				c, err := dial(rctx, cands[i])
-				results <- result[T]{i, c, err}
-			}()
+		if r.launchable() && (r.inflight == 0 || r.launchNow || r.delay() <= 0) {
+			r.launch()
 			continue
 		}
-		if canLaunch && timerC == nil {
-			timer = time.NewTimer(o.Stagger)
-			timerC = timer.C
+		if r.launchable() && r.timerC == nil {
+			r.timer = time.NewTimer(r.delay())
+			r.timerC = r.timer.C
 		}
-		if inflight == 0 {
-			cancel()
-			return noneT, zero, fmt.Errorf("all %d candidates failed: %w", len(cands), errors.Join(errs...))
+		if r.inflight == 0 {
+			r.cancel()
+			return noneT, zero, fmt.Errorf("all %d candidates failed: %w", len(cands), errors.Join(r.errs...))
 		}
 		select {
-		case r := <-results:
-			inflight--
-			if r.err == nil {
-				report(r.i, Won, nil)
-				finish(Lost)
-				return r.conn, cands[r.i], nil
+		case res := <-r.results:
+			r.inflight--
+			if res.err == nil {
+				r.report(res.i, Won, nil)
+				r.observe(res, won)
+				r.finish(Lost)
+				return res.conn, cands[res.i], nil
 			}
-			report(r.i, Failed, r.err)
-			errs = append(errs, fmt.Errorf("%v: %w", cands[r.i], r.err))
-			launchNow = true // a failure starts the next attempt at once
-		case <-timerC:
-			timer, timerC = nil, nil
-			launchNow = true
+			r.report(res.i, Failed, res.err)
+			r.observe(res, failed)
+			r.errs = append(r.errs, fmt.Errorf("%v: %w", cands[res.i], res.err))
+			r.launchNow = true // a failure starts the next attempt at once
+		case <-r.timerC:
+			r.timer, r.timerC = nil, nil
+			r.launchNow = true
+			r.stall(r.last)
 		case <-ctx.Done():
-			finish(Failed)
-			return noneT, zero, fmt.Errorf("race: %w", errors.Join(append([]error{ctx.Err()}, errs...)...))
+			r.finish(Failed)
+			return noneT, zero, fmt.Errorf("race: %w", errors.Join(append([]error{ctx.Err()}, r.errs...)...))
 		}
 	}
 }
 
-// order returns the indices of cands in dialing order: by priority, equal
-// priorities shuffled.
-func order[C any](cands []C, o Options[C]) []int {
-	idx := make([]int, len(cands))
+// racer is one race's state.
+type racer[C any, T io.Closer] struct {
+	cands   []C
+	dial    DialFunc[C, T]
+	o       Options[C]
+	ctx     context.Context // the dials'; cancelled once decided
+	cancel  context.CancelFunc
+	results chan result[T] // buffered: dials never block on it
+
+	order  []int           // launch order, indices of cands
+	keys   []string        // with Learn: the candidates' keys
+	delays []time.Duration // with Learn: each candidate's attempt delay
+	stalls []*stallMark    // with Learn: stalls recorded when a delay expired
+
+	next, inflight int
+	last           int // the candidate launched last
+	launchNow      bool
+	timer          *time.Timer
+	timerC         <-chan time.Time
+	errs           []error
+}
+
+// plan sets the launch order and, with Learn, the attempt delays.
+func (r *racer[C, T]) plan() {
+	prio := make([]int, len(r.cands))
+	if r.o.Priority != nil {
+		for i, c := range r.cands {
+			prio[i] = r.o.Priority(c)
+		}
+	}
+	if r.o.Learn == nil {
+		r.order = order(prio)
+		return
+	}
+	r.keys = make([]string, len(r.cands))
+	for i, c := range r.cands {
+		if r.o.Key != nil {
+			r.keys[i] = r.o.Key(c)
+		} else {
+			r.keys[i] = fmt.Sprint(c)
+		}
+	}
+	r.order, r.delays = r.o.Learn.plan(r.keys, prio)
+	r.stalls = make([]*stallMark, len(r.cands))
+}
+
+// launchable says whether a candidate is left and the fanout allows it.
+func (r *racer[C, T]) launchable() bool {
+	return r.next < len(r.order) && (r.o.Fanout <= 0 || r.inflight < r.o.Fanout)
+}
+
+// delay is how long the next launch waits for the last one.
+func (r *racer[C, T]) delay() time.Duration {
+	if r.delays != nil {
+		return r.delays[r.last]
+	}
+	return r.o.Stagger
+}
+
+// launch dials the next candidate in the background.
+func (r *racer[C, T]) launch() {
+	r.launchNow = false
+	r.stopTimer()
+	i := r.order[r.next]
+	r.next++
+	r.inflight++
+	r.last = i
+	go func() {
+		start := time.Now()
+		c, err := r.dial(r.ctx, r.cands[i])
+		r.results <- result[T]{i, c, err, time.Since(start)}
+	}()
+}
+
+func (r *racer[C, T]) stopTimer() {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer, r.timerC = nil, nil
+	}
+}
+
+func (r *racer[C, T]) report(i int, res Result, err error) {
+	if r.o.Report != nil {
+		r.o.Report(r.cands[i], res, err)
+	}
+}
+
+// observe tells Learn how a candidate ended; a failure after the race's
+// context ended is a cancellation, not the candidate's fault.
+func (r *racer[C, T]) observe(res result[T], o outcome) {
+	if r.o.Learn == nil {
+		return
+	}
+	if o == failed && r.ctx.Err() != nil {
+		o = cancelled
+	}
+	r.o.Learn.observe(r.keys[res.i], o, res.elapsed, r.delays[res.i], r.stalls[res.i])
+}
+
+// stall tells Learn at once that candidate i is still dialing after its
+// attempt delay.
+func (r *racer[C, T]) stall(i int) {
+	if r.o.Learn == nil || r.stalls[i] != nil {
+		return
+	}
+	r.stalls[i] = r.o.Learn.stalledNow(r.keys[i])
+}
+
+// finish cancels the dials in flight and reaps them in the background:
+// connections are closed and reported lost, errors reported as res.
+func (r *racer[C, T]) finish(res Result) {
+	r.cancel()
+	if r.inflight == 0 {
+		return
+	}
+	go func(n int) {
+		for range n {
+			x := <-r.results
+			if x.err == nil {
+				x.conn.Close()
+				r.report(x.i, Lost, nil)
+				r.observe(x, connected)
+				continue
+			}
+			r.report(x.i, res, x.err)
+			r.observe(x, cancelled)
+		}
+	}(r.inflight)
+}
+
+// order returns the indices of candidates with priorities prio in dialing
+// order: by priority, equal priorities shuffled.
+func order(prio []int) []int {
+	idx := make([]int, len(prio))
 	for i := range idx {
 		idx[i] = i
 	}
 	rand.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
-	if o.Priority != nil {
-		prio := make([]int, len(cands))
-		for i, c := range cands {
-			prio[i] = o.Priority(c)
-		}
-		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(prio[a], prio[b]) })
-	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(prio[a], prio[b]) })
 	return idx
 }

@@ -189,7 +189,9 @@ func (s *meshSuite) testUDS(t *testing.T) {
 
 // testRace connects through the race service while one of its endpoints
 // drops every SYN: each connection must still be quick, won by another
-// endpoint, and its bytes delivered to exactly one.
+// endpoint, and its bytes delivered to exactly one. The daemon learns: the
+// dropping endpoint stalls a race or two, then is tried last, so few
+// races launch it (racing all at once launched it in every race).
 func (s *meshSuite) testRace(t *testing.T) {
 	l := s.l
 	// n2/p3 drops every SYN to its app.
@@ -210,14 +212,12 @@ func (s *meshSuite) testRace(t *testing.T) {
 	if got := metric(t, l, 1, `meshless_race_total{result="won"}`) - won; got != n {
 		t.Errorf("races won +%v, want +%d", got, n)
 	}
-	// Each race has at least the SYN-dropping endpoint lose; losers are
-	// reported as they are reaped.
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got < n {
-			return fmt.Errorf("races lost +%v, want at least +%d", got, n)
-		}
-		return nil
-	})
+	// Losers are reported as they are reaped: the dropping endpoint in
+	// the race or two it stalled, and a healthy one when a loaded machine
+	// made it miss its attempt delay; never one per race.
+	if got := metric(t, l, 1, `meshless_race_total{result="lost"}`) - lost; got > n/3 {
+		t.Errorf("races lost +%v in %d races: the stalled endpoint is still tried", got, n)
+	}
 	if c := s.app23.conns.Load(); c != 0 {
 		t.Errorf("the SYN-dropping endpoint accepted %d connections", c)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/meshless/meshless/daemon/app"
 	"github.com/meshless/meshless/daemon/identity"
@@ -40,6 +41,30 @@ func run(cfg app.Config) error {
 	return app.Run(ctx, cfg)
 }
 
+// staggerFlag is --race-stagger: "auto" (the default) or a duration,
+// which also turns off the races' learning (app.Config.RaceFixed).
+type staggerFlag struct{ cfg *app.Config }
+
+func (f staggerFlag) String() string {
+	if f.cfg == nil || !f.cfg.RaceFixed {
+		return "auto"
+	}
+	return f.cfg.RaceStagger.String()
+}
+
+func (f staggerFlag) Set(s string) error {
+	if s == "auto" {
+		f.cfg.RaceFixed, f.cfg.RaceStagger = false, 0
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want auto or a duration: %w", err)
+	}
+	f.cfg.RaceFixed, f.cfg.RaceStagger = true, d
+	return nil
+}
+
 // parseFlags turns the command line into the daemon's configuration and
 // sets up logging.
 func parseFlags(args []string) (app.Config, error) {
@@ -62,7 +87,7 @@ func parseFlags(args []string) (app.Config, error) {
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", wellknown.AdminPort), "address of /healthz, /readyz, /metrics")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "close forwarded connections idle this long (0: never)")
 	fs.IntVar(&cfg.RaceFanout, "race-fanout", 0, "service endpoints dialled at once when racing (0: all)")
-	fs.DurationVar(&cfg.RaceStagger, "race-stagger", 0, "delay before each further endpoint of a race (0: none)")
+	fs.Var(staggerFlag{&cfg}, "race-stagger", "delay before each further endpoint of a race: auto (learned per endpoint, fastest first), or a fixed `duration` in random order (0: all at once)")
 	fs.Var(&cfg.AccessPolicy, "access-policy", "Meshlet access control: enforce, audit (log and count what enforce would refuse) or off")
 	fs.Var(&cfg.InboundPolicy, "inbound-policy", "connections into pods not through a daemon: permissive, or strict (only from the node's own addresses)")
 	fs.StringVar(&cfg.MeshletDir, "meshlet-dir", meshletdir.Default, "host `path` of each pod's Meshless folder (its /meshlet), with placeholders {namespace}, {name}, {uid}; a path without them is a base folder")
