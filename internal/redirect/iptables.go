@@ -403,12 +403,21 @@ func diffLines(got, want []string, where, prefix string) error {
 
 // Remove implements Backend: our chains and jumps, and our ip rules and
 // routes. Without a fixed flavor it cleans both flavors, since either may
-// hold rules from an earlier Apply.
+// hold rules from an earlier Apply. Without an iptables binary, rules of
+// the nft flavor are removed through netlink (iptnft_netlink.go).
 func (b *iptBackend) Remove() error {
+	var err error
 	if b.flavor != "" {
-		return errors.Join(b.remove(b.flavor), removeRoutes())
+		err = b.remove(b.flavor)
+	} else {
+		err = errors.Join(b.remove(FlavorLegacy), b.remove(FlavorNFT))
 	}
-	return errors.Join(b.remove(FlavorLegacy), b.remove(FlavorNFT), removeRoutes())
+	if err != nil {
+		// The routes stay with the rules that use them: a failed Remove
+		// leaves the pod meshed as it was, not half of it.
+		return err
+	}
+	return removeRoutes()
 }
 
 func (b *iptBackend) remove(f Flavor) error {
@@ -457,6 +466,13 @@ func (b *iptBackend) removeFamily(f Flavor, v6 bool) error {
 		}
 		if !present {
 			continue
+		}
+		if f == FlavorNFT && b.iptBinaryMissing(f, v6) {
+			// The uninstall's image has no iptables: see iptnft_netlink.go.
+			if err := removeIPTNFTNetlink(v6); err != nil {
+				return fmt.Errorf("%s (without the binary): %w", famName(v6), err)
+			}
+			return nil
 		}
 		if ipt == nil {
 			if ipt, err = b.tool(f, v6); err != nil {

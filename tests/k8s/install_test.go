@@ -377,15 +377,10 @@ func (in *installed) checkUninstalled(ctx context.Context, list string, original
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Known gap (issue 13): the uninstall pod removes the pods' nftables
-	// rules, but the image (FROM scratch) has no iptables binary, so the
-	// rules of a pod the plugin meshed with the iptables backend (the
-	// backend it picks on this host) stay, and send the pod's connections
-	// to the daemon's listeners, which are gone. Until the image can
-	// remove them, only a pod without rules left is checked to answer.
+	// The uninstall pod removed the pod's rules: through nf_tables netlink
+	// for the iptables backend too, as its image has no iptables binary.
 	if rules, backend := netnsRules(t, n.netnsPath(netns)); rules != "" {
-		t.Logf("KNOWN GAP: %s still has meshless %s rules after the uninstall; its connections fail until it is recreated", server.Name, backend)
-		return
+		t.Errorf("%s still has meshless %s rules after the uninstall:\n%s", server.Name, backend, rules)
 	}
 	cl := in.runClient(ctx, "client-after", fmt.Sprintf("http://%s/", net.JoinHostPort(server.Status.PodIP, "8080")), 3)
 	if log, _ := n.PodLog(cl, "client"); !strings.Contains(log, "instance=web-1 ") {
