@@ -37,8 +37,10 @@ const installNS = "apps"
 // kubelet with the node's host paths, and becomes Ready once the signer
 // has issued its node certificate; its installer chains meshless-cni into
 // the node's conflist. A pod created afterwards is meshed and its calls
-// go through the daemon; the documented uninstall puts the conflist back
-// byte for byte.
+// go through the daemon; after `kubectl rollout restart ds/meshless` it
+// is still meshed and its new connections work within a second of the new
+// daemon being Ready; the documented uninstall puts the conflist back byte
+// for byte.
 func TestInstall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real Kubernetes control plane and node; not in -short")
@@ -68,6 +70,11 @@ func TestInstall(t *testing.T) {
 	t.Logf("installed and rolled out in %v", time.Since(t0).Round(time.Millisecond))
 	in.checkChained(list)
 	server := in.checkMeshedPods(ctx)
+	svc, err := c.Client.CoreV1().Services(installNS).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.rolloutRestart(ctx, server, svc.Spec.ClusterIP)
 	in.uninstall(ctx)
 	in.checkUninstalled(ctx, list, original, server)
 }
