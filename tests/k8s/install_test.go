@@ -3,7 +3,6 @@ package k8s
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +18,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshless/meshless/daemon/cniapi"
 	"github.com/meshless/meshless/internal/nstest"
@@ -168,23 +166,7 @@ func (in *installed) dumpMeshlessPods(ctx context.Context) {
 // its binary in the node's CNI bin dir.
 func (in *installed) checkChained(list string) {
 	t := in.t
-	b, err := os.ReadFile(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conf struct {
-		Plugins []map[string]any `json:"plugins"`
-	}
-	if err := json.Unmarshal(b, &conf); err != nil {
-		t.Fatalf("conflist: %v\n%s", err, b)
-	}
-	var types []string
-	for _, p := range conf.Plugins {
-		types = append(types, fmt.Sprint(p["type"]))
-	}
-	if !slices.Equal(types, []string{"bridge", "meshless-cni"}) || conf.Plugins[1]["daemonSocket"] != "/run/meshless/cni.sock" {
-		t.Fatalf("node's conflist after the install: plugins %v, want [bridge meshless-cni] with daemonSocket /run/meshless/cni.sock:\n%s", types, b)
-	}
+	b := checkMeshlessChain(t, list, "/run/meshless/cni.sock")
 	if _, err := os.Stat(filepath.Join(in.n.CNIBinDir, "meshless-cni")); err != nil {
 		t.Fatalf("meshless-cni not in the node's CNI bin dir: %v", err)
 	}
@@ -205,16 +187,7 @@ func (in *installed) checkMeshedPods(ctx context.Context) *corev1.Pod {
 		t.Fatal(err)
 	}
 	c.waitServiceAccount(ctx, installNS)
-	svc, err := c.Client.CoreV1().Services(installNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := createHTTPService(ctx, t, c, installNS, "web")
 	t0 := time.Now()
 	server := n.createPod(ctx, installNS, scheduled(serverPod("web-1")))
 	server = n.waitPodRunning(ctx, server, 2*time.Minute)
@@ -335,7 +308,7 @@ func (in *installed) uninstall(ctx context.Context) {
 		}
 	}()
 	in.kubectl(time.Minute, "delete", "-f", "install/kubernetes/webhook.yaml", "--ignore-not-found")
-	in.kubectl(2*time.Minute, "-n", "meshless-system", "delete", "daemonset", "meshless", "--wait")
+	in.kubectl(2*time.Minute, "-n", "meshless-system", "delete", "daemonset", "meshless", "--cascade=foreground", "--wait")
 	in.kubectl(time.Minute, "apply", "-f", "install/kubernetes/uninstall.yaml")
 	in.kubectl(3*time.Minute, "-n", "meshless-system", "rollout", "status", "ds/meshless-uninstall", "--timeout=170s")
 	in.kubectl(2*time.Minute, "delete", "-f", "install/kubernetes/uninstall.yaml")

@@ -398,24 +398,7 @@ func (n *Node) setupCNI() {
 	if err != nil {
 		t.Fatalf("meshlessctl install-cni: %v\n%s", err, out)
 	}
-	// The chain containerd will run: bridge, then meshless-cni with our socket.
-	b, err := os.ReadFile(list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Plugins []map[string]any `json:"plugins"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatalf("conflist after install-cni: %v\n%s", err, b)
-	}
-	var types []string
-	for _, p := range got.Plugins {
-		types = append(types, fmt.Sprint(p["type"]))
-	}
-	if !slices.Equal(types, []string{"bridge", "meshless-cni"}) || got.Plugins[1]["daemonSocket"] != socket {
-		t.Fatalf("conflist after install-cni: plugins %v, want [bridge meshless-cni] with daemonSocket %s:\n%s", types, socket, b)
-	}
+	checkMeshlessChain(t, list, socket)
 	if _, err := os.Stat(filepath.Join(n.CNIBinDir, "meshless-cni")); err != nil {
 		t.Fatalf("install-cni did not install the binary: %v", err)
 	}

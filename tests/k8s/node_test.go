@@ -52,16 +52,7 @@ func testNode(ctx context.Context, t *testing.T, c *Cluster) {
 	client := cniapi.NewClient(d.Socket)
 	t.Logf("meshlessd ready in %v", time.Since(t0).Round(time.Millisecond))
 
-	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "web"},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := createHTTPService(ctx, t, c, ns, "web")
 	vip := svc.Spec.ClusterIP
 
 	// A server pod: started by the kubelet, meshed by the chain.
@@ -193,16 +184,7 @@ func testEnrollRunning(ctx context.Context, t *testing.T, c *Cluster, n *Node) {
 	const ns = "node-e2e"
 	list, meshed := n.unmeshChain(t)
 
-	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "old-web"},
-		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "old-web"},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := createHTTPService(ctx, t, c, ns, "old-web")
 	vip := svc.Spec.ClusterIP
 	srv := serverPod("old-web-1")
 	srv.Labels = map[string]string{"app": "old-web"}
@@ -576,4 +558,46 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() (bool
 		}
 		return nil
 	})
+}
+
+// createHTTPService creates Service ns/name: port 80 (http) to target port
+// 8080 of the pods labelled app=name, as the node tests' servers serve.
+func createHTTPService(ctx context.Context, t *testing.T, c *Cluster, ns, name string) *corev1.Service {
+	t.Helper()
+	svc, err := c.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// checkMeshlessChain reads the conflist at list and fails t unless its
+// chain is bridge then meshless-cni with daemonSocket socket (what
+// containerd will run); it returns the file's bytes.
+func checkMeshlessChain(t *testing.T, list, socket string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &conf); err != nil {
+		t.Fatalf("conflist %s: %v\n%s", list, err, b)
+	}
+	var types []string
+	for _, p := range conf.Plugins {
+		types = append(types, fmt.Sprint(p["type"]))
+	}
+	if !slices.Equal(types, []string{"bridge", "meshless-cni"}) || conf.Plugins[1]["daemonSocket"] != socket {
+		t.Fatalf("conflist %s: plugins %v, want [bridge meshless-cni] with daemonSocket %s:\n%s", list, types, socket, b)
+	}
+	return b
 }
