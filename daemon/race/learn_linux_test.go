@@ -134,8 +134,11 @@ func TestLearnRealSockets(t *testing.T) {
 			if err := dropHalfSYNs(netns, a.Port()); err != nil {
 				t.Fatal(err)
 			}
+			// Random drops: in 31 runs it was launched in 2 to 13 of
+			// 40 races (median 3); the old behaviours launch it in all
+			// 40, so half is the bound.
 			return a
-		}, 12},
+		}, races / 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			netns := nstest.New(t)
